@@ -1,0 +1,182 @@
+"""The HuggingFace backbone: any `AutoModelForCausalLM`, frozen, in eval mode.
+
+The backbone is the chatbot's own language model. AMS asks four things of it: token counts (for the
+context budget), an encoding of a memory in the model's own spaces (pooled last hidden state and a
+surprisal-weighted centroid of its input embeddings), its chat prompt, and greedy generation with an
+optional prefix of embeddings placed before the prompt (HF `generate(inputs_embeds=...)`, KV cache on).
+
+Glossary: B batch, T tokens, L prefix slots, d model width.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class BackboneEncoding:
+    """A batch of texts as the backbone sees them."""
+
+    hidden: Tensor  # (B, d) mean-pooled last-layer hidden state
+    salient: Tensor  # (B, d) input-embedding centroid weighted by each token's surprisal
+
+
+class HFBackbone:
+    """A frozen HuggingFace causal LM with its tokenizer.
+
+    Args:
+        model: the causal LM; it is put in eval mode and its parameters stop requiring grad.
+        tokenizer: its tokenizer; a chat template is used when it has one.
+        name: the name the backbone was asked for by (shown to users, stored in the store).
+    """
+
+    def __init__(self, model, tokenizer, *, name: str) -> None:
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.tokenizer = tokenizer
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.name = name
+        cfg = model.config
+        self.d_model: int = int(cfg.hidden_size)
+        self.max_context: int = int(getattr(cfg, "max_position_embeddings", 2048) or 2048)
+        emb = self.model.get_input_embeddings().weight  # (V, d)
+        self.token_embedding_norm: float = float(emb.detach().float().norm(dim=-1).mean())
+        self.identity: str = _fingerprint(cfg, emb)
+        self._eos_ids = _eos_ids(model, tokenizer)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    # -- tokens ---------------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text`, without special tokens."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def chat_ids(self, user_text: str, *, system: str | None = None) -> list[int]:
+        """Prompt ids for one user turn, through the model's chat template when it has one."""
+        if self.tokenizer.chat_template:
+            msgs = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": user_text}
+            ]
+            out = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+            ids = out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out
+            return list(ids)
+        # base models: a plain question/answer frame
+        head = f"{system}\n\n" if system else ""
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        return bos + self.tokenize(f"{head}Question: {user_text}\nAnswer:")
+
+    # -- encoding -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, texts: list[str], *, batch_size: int = 16) -> BackboneEncoding:
+        """Encode memories in the backbone's own spaces.
+
+        Returns:
+            `BackboneEncoding` with `hidden` (B, d), the mean of the last layer's hidden states, and
+            `salient` (B, d), the mean of the input embeddings weighted by each token's surprisal
+            -log p(x_t | x_<t) under the model: content words weigh more than function words, with
+            no corpus statistics needed.
+        """
+        hiddens, salients = [], []
+        emb = self.model.get_input_embeddings()
+        for i in range(0, len(texts), batch_size):
+            chunk = [self._with_bos(self.tokenize(t)) for t in texts[i : i + batch_size]]
+            ids, mask = self._right_pad(chunk)  # (B, T)
+            out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            h = out.hidden_states[-1].float()  # (B, T, d)
+            m = mask.unsqueeze(-1).float()  # (B, T, 1)
+            hiddens.append((h * m).sum(1) / m.sum(1).clamp_min(1))
+            logp = out.logits[:, :-1].float().log_softmax(-1)  # (B, T-1, V)
+            surprisal = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T-1): token t+1
+            w = torch.zeros_like(mask, dtype=torch.float32)
+            w[:, 1:] = surprisal * mask[:, 1:]  # the BOS token carries no content
+            if self._bos is None:  # no BOS: the first token has no prediction; weigh it as the mean
+                w[:, 0] = surprisal.mean(1)
+            e = emb(ids).float()  # (B, T, d)
+            salients.append((w.unsqueeze(-1) * e).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-6))
+        return BackboneEncoding(torch.cat(hiddens), torch.cat(salients))
+
+    @property
+    def _bos(self) -> int | None:
+        return self.tokenizer.bos_token_id
+
+    def _with_bos(self, ids: list[int]) -> list[int]:
+        return ([self._bos] if self._bos is not None else []) + ids
+
+    def _right_pad(self, seqs: list[list[int]]) -> tuple[Tensor, Tensor]:
+        T = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([s + [pad] * (T - len(s)) for s in seqs], device=self.device)
+        mask = torch.tensor([[1] * len(s) + [0] * (T - len(s)) for s in seqs], device=self.device)
+        return ids, mask
+
+    # -- generation -----------------------------------------------------------------------------
+    def embed(self, ids: list[int]) -> Tensor:
+        """Input embeddings (T, d) of a token sequence."""
+        t = torch.tensor(ids, device=self.device)
+        return self.model.get_input_embeddings()(t)
+
+    @torch.no_grad()
+    def generate(self, ids: list[int], *, prefix: Tensor | None = None, max_new_tokens: int = 64) -> str:
+        """Greedy continuation of `ids`, with `prefix` (L, d) embeddings placed before them.
+
+        Args:
+            ids: prompt token ids (from `chat_ids`).
+            prefix: (L, d) prefix embeddings, or None for a plain prompt.
+            max_new_tokens: the most tokens to generate.
+
+        Returns:
+            The generated text, special tokens removed and whitespace stripped.
+        """
+        if len(ids) + (0 if prefix is None else prefix.shape[0]) + max_new_tokens > self.max_context:
+            raise InvalidInput(
+                f"prompt of {len(ids)} tokens plus {max_new_tokens} new tokens exceeds the "
+                f"backbone's context of {self.max_context}"
+            )
+        x = self.embed(ids).unsqueeze(0)  # (1, T, d)
+        if prefix is not None:
+            x = torch.cat([prefix.to(x.dtype).unsqueeze(0), x], dim=1)  # (1, L+T, d)
+        mask = torch.ones(x.shape[:2], dtype=torch.long, device=self.device)
+        out = self.model.generate(
+            inputs_embeds=x, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+            num_beams=1, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self._eos_ids,
+            temperature=None, top_p=None, top_k=None,
+        )  # (1, new): with inputs_embeds only the new tokens come back
+        return self.decode(out[0].tolist()).strip()
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids = set()
+    gen = getattr(model, "generation_config", None)
+    for v in (getattr(gen, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(v, int):
+            ids.add(v)
+        elif v:
+            ids.update(v)
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
+    if end is not None:
+        ids.add(end)
+    return sorted(ids)
+
+
+def _fingerprint(cfg, emb: Tensor) -> str:
+    """A short hash of the architecture and the first embedding rows: equal weights, equal identity."""
+    keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+    h = hashlib.sha256(repr([getattr(cfg, k, None) for k in keys]).encode())
+    h.update(emb[:64].detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,89 @@
+"""Configuration of a memory store, as pydantic models.
+
+A config is stored inside the store when it is created, so a reopened store behaves exactly as it
+did; passing a different config to an existing store raises `StoreMismatch` for the fields that
+change what is stored (encoders, codec layout) and silently applies the rest (retrieval, generation).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TemporalConfig(_Frozen):
+    n_atoms: int = Field(16, ge=2, le=256, description="Number of log-spaced SPCE frequency atoms.")
+    shortest_period_s: float = Field(60.0, gt=0, description="Period of the fastest atom (one minute).")
+    longest_period_s: float = Field(
+        10 * 365.25 * 86400, gt=0, description="Period of the slowest atom (ten years)."
+    )
+    recency_half_life_days: float = Field(30.0, gt=0, description="Half-life of the recency feature.")
+
+
+class KakeyaConfig(_Frozen):
+    min_entries: int = Field(64, ge=8, description="Vectors a codec set needs before it is trained.")
+    growth: float = Field(
+        4.0, gt=1.0, description="A set trains a new codec version when it has grown this many times."
+    )
+    variance: float = Field(0.99, gt=0, le=1, description="PCA variance kept by a codec.")
+    n_segments: int = Field(16, ge=1, le=65535, description="Spherical k-means segments per codec.")
+    max_train: int = Field(20000, ge=64, description="Most vectors a codec trains on (a seeded sample).")
+
+
+class RetrievalConfig(_Frozen):
+    topic_weight: float = Field(1.0, ge=0, description="Weight of the topic bundle's score in fusion.")
+    context_weight: float = Field(0.25, ge=0, description="Weight of the context bundle's score.")
+    temporal_weight: float = Field(0.05, ge=0, description="Weight of the temporal bundle's score.")
+    exact_below: int = Field(
+        4096, ge=0, description="Stores with fewer memories than this are scanned exactly."
+    )
+    branching: int = Field(16, ge=2, description="Children per node of a direction tree.")
+    leaf_size: int = Field(64, ge=2, description="Most memories in a direction-tree leaf.")
+    beam: int = Field(8, ge=1, description="Nodes kept per level by the tree's beam search.")
+    candidates: int = Field(64, ge=1, description="Candidates each bundle's tree hands to fusion.")
+    relative_gate: float = Field(
+        0.8, ge=0, le=1,
+        description="generate() leaves out retrieved memories whose fused score is below this "
+        "fraction of the best one: a small reader answers worse with unrelated facts in its prompt.",
+    )
+
+
+class PrefixConfig(_Frozen):
+    slots: int = Field(4, ge=1, le=64, description="Prefix slots L_mem injected before the prompt.")
+    d_attn: int = Field(64, ge=8, description="Width of each bundle's query/key space.")
+    temperature: float = Field(0.05, gt=0, description="Softmax temperature of cross-bundle attention.")
+    seed: int = Field(0, description="Seed of the untrained channel's initial weights.")
+
+
+class MemoryConfig(_Frozen):
+    """Everything that shapes how memories are encoded, retrieved and injected."""
+
+    embedder: str = Field(
+        "all-minilm-l6-v2", description="Sentence encoder of the topic and context bundles."
+    )
+    context_turns: int = Field(3, ge=0, description="Earlier turns of a session the context bundle reads.")
+    max_context_tokens: int = Field(
+        2048, ge=128, description="Prompt budget in backbone tokens (capped by the backbone's own)."
+    )
+    temporal: TemporalConfig = Field(default_factory=TemporalConfig)
+    kakeya: KakeyaConfig = Field(default_factory=KakeyaConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    prefix: PrefixConfig = Field(default_factory=PrefixConfig)
+    system_prompt: str | None = Field(
+        None, description="System message for generation; None keeps the chat template's default."
+    )
+
+    @field_validator("embedder")
+    @classmethod
+    def _known_embedder(cls, v: str) -> str:
+        if v != "all-minilm-l6-v2":
+            raise ValueError(f"unknown embedder {v!r}; the supported one is 'all-minilm-l6-v2'")
+        return v
+
+    def storage_fields(self) -> dict:
+        """The parts of the config that decide what bytes a store holds."""
+        return {"embedder": self.embedder, "temporal": self.temporal.model_dump(),
+                "kakeya": self.kakeya.model_dump(), "prefix": self.prefix.model_dump()}

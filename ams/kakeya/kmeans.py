@@ -1,0 +1,68 @@
+"""Spherical k-means: the clustering under the Kakeya codec's segments and the direction trees.
+
+FAISS-style names: `train(x)` learns `centroids` (k, d) of unit norm; `assign(x) -> (D, I)` gives
+each row's best cosine and centroid index.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def normalize_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
+
+
+class SphericalKMeans:
+    """k-means on the unit sphere (cosine similarity), seeded k-means++ initialisation.
+
+    Args:
+        k: number of centroids (fewer when there are fewer distinct points).
+        n_iter: Lloyd iterations.
+        seed: seed of the initialisation; equal seeds and data give equal centroids.
+    """
+
+    def __init__(self, k: int, *, n_iter: int = 20, seed: int = 0) -> None:
+        self.k = k
+        self.n_iter = n_iter
+        self.seed = seed
+        self.centroids: np.ndarray | None = None
+
+    def train(self, x: np.ndarray) -> "SphericalKMeans":
+        x = normalize_rows(np.asarray(x, dtype=np.float32))
+        n = x.shape[0]
+        k = min(self.k, n)
+        rng = np.random.default_rng(self.seed)
+        # k-means++ on cosine distance
+        c = [x[rng.integers(n)]]
+        best = 1.0 - x @ c[0]
+        for _ in range(1, k):
+            p = np.maximum(best, 0)
+            if p.sum() <= 0:
+                break
+            c.append(x[rng.choice(n, p=p / p.sum())])
+            best = np.minimum(best, 1.0 - x @ c[-1])
+        cent = np.stack(c)
+        for _ in range(self.n_iter):
+            assign = np.argmax(x @ cent.T, axis=1)
+            new = np.zeros_like(cent)
+            np.add.at(new, assign, x)
+            empty = np.linalg.norm(new, axis=1) < 1e-9
+            new[empty] = cent[empty]  # an empty cluster keeps its centre
+            new = normalize_rows(new)
+            if np.allclose(new, cent, atol=1e-6):
+                cent = new
+                break
+            cent = new
+        self.centroids = cent.astype(np.float32)
+        return self
+
+    def assign(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Best cosine D (n,) and centroid index I (n,) of each row of `x` (n, d)."""
+        if self.centroids is None:
+            from ..errors import NotTrained
+
+            raise NotTrained("SphericalKMeans.assign called before train")
+        sims = normalize_rows(np.asarray(x, dtype=np.float32)) @ self.centroids.T  # (n, k)
+        idx = np.argmax(sims, axis=1)
+        return sims[np.arange(len(idx)), idx], idx

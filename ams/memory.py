@@ -1,0 +1,673 @@
+"""`ams.Memory`: the facade that composes backbone, encoders, bundles, codecs, retrieval and store.
+
+write(text) -> MiniLM content embedding + backbone encoding (hidden, salient)
+            -> context point from the session's earlier turns
+            -> Kakeya registry codes (raw until a set has trained) -> SQLite, one transaction
+            -> the in-memory bundle indexes get the *decoded* vectors
+generate(q) -> the question's point on each bundle -> tree-filtered fused retrieval -> top-k
+            -> prompt (memory texts in text/flat/hybrid, the whole history in full)
+            -> cross-bundle attention over the top-k fibers -> prefix (prefix/hybrid)
+            -> backbone.generate(inputs_embeds=[prefix; prompt])
+The parts never call each other; only this module wires them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import math
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .attention import CrossBundleAttention
+from .backbone import DEFAULT_BACKBONE, HFBackbone, load_backbone
+from .bundles import BUNDLES, ContextBundle, TemporalBundle, TopicBundle, context_point
+from .config import MemoryConfig
+from .embedder import SentenceEncoder
+from .errors import (EmptyText, InvalidInput, MemoryNotFound, StoreClosed, StoreCorrupted,
+                     StoreMismatch, TextTooLong, UnknownMode)
+from .kakeya import KakeyaRegistry, default_sets
+from .retrieval import BundleIndex, FlatIndex, fuse
+from .store import Store
+from .types import MODES, Generation, Hit, MemoryRecord
+
+FIELDS = ("content", "context", "salient", "hidden")  # the per-memory vectors the registry codes
+ROLES = ("user", "assistant", "system")
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_backbone(name: str) -> HFBackbone:
+    return load_backbone(name)
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_embedder() -> SentenceEncoder:
+    return SentenceEncoder.shipped()
+
+
+class Memory:
+    """A user's long-term memory in one SQLite store. Open with `Memory.open`."""
+
+    def __init__(self, store: Store, backbone: HFBackbone, embedder: SentenceEncoder, *,
+                 user_id: str, config: MemoryConfig) -> None:
+        self.store, self.backbone, self.embedder = store, backbone, embedder
+        self.user_id, self.config = user_id, config
+        d_e, d = embedder.d, backbone.d_model
+        self.temporal = TemporalBundle(config.temporal)
+        self.topic = TopicBundle(d_e, d)
+        self.context = ContextBundle(d_e, d)
+        self.registry = KakeyaRegistry(default_sets(d_e, d), config.kakeya)
+        self.attention = CrossBundleAttention(
+            d, {"temporal": self.temporal.d_base, "topic": d_e, "context": d_e},
+            {"temporal": self.temporal.d_fiber, "topic": d, "context": d},
+            slots=config.prefix.slots, temperature=config.prefix.temperature,
+            token_norm=backbone.token_embedding_norm, seed=config.prefix.seed,
+        ).eval()
+        self._closed = False
+        self._load()
+
+    # -- opening --------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path, *, backbone: str = DEFAULT_BACKBONE, user_id: str = "default",
+             config: MemoryConfig | None = None) -> "Memory":
+        """Open (or create) a memory store for one user.
+
+        Args:
+            path: SQLite file; `":memory:"` gives a throwaway store.
+            backbone: `"smollm2-135m-instruct"` (shipped), a local HF model directory, a `.gguf`
+                file, or a hub id where a network exists.
+            user_id: whose memories this handle reads and writes; other users' rows are never touched.
+            config: encoding, retrieval and generation settings; None keeps the store's own (or the
+                defaults for a new store).
+
+        Returns:
+            An open `Memory`; use it as a context manager or call `close()`.
+
+        Raises:
+            StoreCorrupted: the file is not an AMS store or is damaged.
+            StoreMismatch: the store was written with another backbone, embedder or codec layout.
+            BackboneNotFound: the backbone cannot be loaded.
+            InvalidInput: `user_id` is empty or not a string.
+        """
+        if not isinstance(user_id, str) or not user_id.strip():
+            raise InvalidInput("user_id must be a non-empty string")
+        if config is not None and not isinstance(config, MemoryConfig):
+            raise InvalidInput("config must be an ams.MemoryConfig")
+        store = Store.open(path)
+        try:
+            bb = _shared_backbone(backbone) if isinstance(backbone, str) else backbone
+            config = cls._bind(store, bb, config)
+            return cls(store, bb, _shared_embedder(), user_id=user_id, config=config)
+        except BaseException:
+            store.close()
+            raise
+
+    @staticmethod
+    def _bind(store: Store, bb: HFBackbone, config: MemoryConfig | None) -> MemoryConfig:
+        """Record the backbone and config in a new store; check them against an existing one."""
+        ident, stored_cfg = store.get_meta("backbone_identity"), store.get_meta("config")
+        if ident is None:
+            config = config or MemoryConfig()
+            with store.atomic():
+                store.set_meta("backbone_identity", bb.identity)
+                store.set_meta("backbone_name", bb.name)
+                store.set_meta("embedder", config.embedder)
+                store.set_meta("config", config.model_dump_json())
+                store.set_meta("created_at", repr(time.time()))
+            return config
+        if ident != bb.identity:
+            raise StoreMismatch(
+                f"store was written with backbone {store.get_meta('backbone_name')!r} "
+                f"(identity {ident}); this one is {bb.name!r} ({bb.identity})"
+            )
+        try:
+            saved = MemoryConfig.model_validate_json(stored_cfg)
+        except Exception as e:
+            raise StoreCorrupted(f"store config is unreadable: {e}") from e
+        if config is None:
+            return saved
+        if config.storage_fields() != saved.storage_fields():
+            raise StoreMismatch("config changes how memories are encoded; open without config= "
+                                "or with the store's own encoder, temporal, kakeya and prefix settings")
+        return config
+
+    def _load(self) -> None:
+        """Rebuild the in-memory indexes from the store (decoded fields, this user only)."""
+        for set_name, version, trained_at, data in self.store.codecs():
+            if set_name in self.registry.sets:
+                self.registry.load(set_name, version, trained_at, data)
+        rows = self.store.memory_rows(self.user_id)
+        self._ids = [r["id"] for r in rows]
+        self._row_of = {m: i for i, m in enumerate(self._ids)}
+        self._ts = np.array([r["ts"] for r in rows], dtype=np.float64)
+        self._session = [r["session"] for r in rows]
+        self._access = np.array([r["access_count"] for r in rows], dtype=np.float64)
+        rc = self.config.retrieval
+        tree = dict(exact_below=rc.exact_below, branching=rc.branching, leaf_size=rc.leaf_size, beam=rc.beam)
+        self._index = {
+            "temporal": BundleIndex(self.temporal.d_base, **tree),
+            "topic": BundleIndex(self.topic.d_base, **tree),
+            "context": BundleIndex(self.context.d_base, **tree),
+        }
+        if not rows:
+            return
+        content = self._decoded(self.store.vectors(self.user_id, "content"), "content")
+        context = self._decoded(self.store.vectors(self.user_id, "context"), "context")
+        if len(content) != len(rows) or len(context) != len(rows):
+            raise StoreCorrupted("a memory is missing its content or context vector")
+        self._add_to_index(self._ts, content, context)
+
+    def _decoded(self, items: list[tuple[str, int, np.ndarray]], field: str) -> np.ndarray:
+        """Stack (memory_id, version, data) rows into decoded vectors, one batch per codec version."""
+        if not items:
+            return np.zeros((0, 0), dtype=np.float32)
+        out: list[np.ndarray | None] = [None] * len(items)
+        by_version: dict[int, list[int]] = {}
+        for i, (_, version, data) in enumerate(items):
+            by_version.setdefault(version, []).append(i)
+        for version, idx in by_version.items():
+            stacked = np.stack([items[i][2] for i in idx])
+            vecs = stacked.astype(np.float32) if version == 0 else self._decode(field, version, stacked)
+            for j, i in enumerate(idx):
+                out[i] = vecs[j]
+        return np.stack(out)
+
+    def _decode(self, field: str, version: int, codes: np.ndarray) -> np.ndarray:
+        set_name = self.registry.set_of(field)
+        if version not in self.registry.sets[set_name].versions:
+            raise StoreCorrupted(f"vectors of {field!r} name codec version {version} that the store lacks")
+        return self.registry.decode(field, version, codes)
+
+    def _add_to_index(self, ts: np.ndarray, content: np.ndarray, context: np.ndarray) -> None:
+        self._index["temporal"].add(self.temporal.encode(ts, now=0.0, access_count=np.zeros(len(ts))).dirn.numpy())
+        self._index["topic"].add(self.topic.encode(torch.from_numpy(content), torch.zeros(len(ts), 1)).dirn.numpy())
+        self._index["context"].add(self.context.encode(torch.from_numpy(context), torch.zeros(len(ts), 1)).dirn.numpy())
+
+    # -- writing --------------------------------------------------------------------------------
+    def write(self, text: str, *, ts: float | _dt.datetime | None = None, session: str | None = None,
+              role: str = "user", meta: Mapping[str, Any] | None = None) -> str:
+        """Store one memory in one transaction.
+
+        Args:
+            text: what to remember; at most `max_memory_tokens` backbone tokens.
+            ts: when it was said: unix seconds or a datetime (naive means local time); default now.
+            session: the conversation it belongs to; the context bundle reads its earlier turns.
+            role: "user", "assistant" or "system".
+            meta: JSON-serialisable extra data, returned as stored.
+
+        Returns:
+            The new memory's id.
+
+        Raises:
+            EmptyText, TextTooLong, InvalidInput: the input is rejected and nothing is written.
+        """
+        return self.write_many([{"text": text, "ts": ts, "session": session, "role": role, "meta": meta}])[0]
+
+    def write_many(self, items: Iterable[str | Mapping[str, Any]]) -> list[str]:
+        """Store many memories in one transaction: all of them, or none on any error.
+
+        Args:
+            items: texts, or mappings with `text` and optionally `ts`, `session`, `role`, `meta`.
+
+        Returns:
+            The new ids, in order.
+
+        Raises:
+            EmptyText, TextTooLong, InvalidInput: some item is rejected; nothing is written.
+        """
+        self._check_open()
+        if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+            raise InvalidInput("write_many takes an iterable of texts or mappings")
+        rows = [self._validate_item(it, i) for i, it in enumerate(items)]
+        if not rows:
+            return []
+        texts = [r["text"] for r in rows]
+        content = self.embedder.encode(texts).numpy()  # (N, d_e)
+        enc = self.backbone.encode(texts)
+        fields = {"content": content, "context": self._context_points(rows, content),
+                  "salient": enc.salient.numpy(), "hidden": enc.hidden.numpy()}
+        trained_before = {s: set(c.versions) for s, c in self.registry.sets.items()}
+        try:
+            with self.store.atomic():
+                for r in rows:
+                    self.store.insert_memory(r)
+                retrained = self._store_fields([r["id"] for r in rows], fields)
+        except BaseException:
+            for s, versions in trained_before.items():  # forget codecs the rollback removed
+                for v in set(self.registry.sets[s].versions) - versions:
+                    del self.registry.sets[s].versions[v], self.registry.sets[s].trained_at[v]
+            raise
+        if retrained:
+            self._load()  # rows were re-coded: read back what inference must use, the decoded fields
+        else:
+            self._ids += [r["id"] for r in rows]
+            self._row_of.update({r["id"]: len(self._row_of) + i for i, r in enumerate(rows)})
+            self._ts = np.concatenate([self._ts, [r["ts"] for r in rows]])
+            self._session += [r["session"] for r in rows]
+            self._access = np.concatenate([self._access, np.zeros(len(rows))])
+            self._add_to_index(np.array([r["ts"] for r in rows]), self._roundtrip("content", content),
+                               self._roundtrip("context", fields["context"]))
+        return [r["id"] for r in rows]
+
+    def _roundtrip(self, field: str, x: np.ndarray) -> np.ndarray:
+        coded = self.registry.encode(field, x)
+        return x if coded is None else self.registry.decode(field, coded[0], coded[1])
+
+    def _store_fields(self, ids: list[str], fields: dict[str, np.ndarray]) -> bool:
+        """Write each field raw or coded; train codec sets that are due. True if any set trained."""
+        for name, x in fields.items():
+            coded = self.registry.encode(name, x)
+            for i, mid in enumerate(ids):
+                if coded is None:
+                    self.store.put_vector(mid, name, 0, x[i].astype(np.float32))
+                else:
+                    self.store.put_vector(mid, name, coded[0], coded[1][i])
+        retrained = False
+        for set_name, codec_set in self.registry.sets.items():
+            n = self.store.count_vectors(codec_set.spec.fields)
+            if not self.registry.due(set_name, n):
+                continue
+            first = codec_set.latest is None
+            xt = np.concatenate([self._decoded(self.store.vectors(None, f), f) for f in codec_set.spec.fields])
+            version = self.registry.train(set_name, xt, seed=self.config.prefix.seed)
+            self.store.put_codec(set_name, version, codec_set.trained_at[version],
+                                 self.registry.codec(set_name, version).to_bytes())
+            if first:  # the raw rows of every user are coded now; none stays raw once trained
+                for f in codec_set.spec.fields:
+                    for mid, _, raw in self.store.vectors(None, f, version=0):
+                        self.store.put_vector(mid, f, version, self.registry.codec(set_name, version).encode(raw)[0])
+            retrained = True
+        return retrained
+
+    def _validate_item(self, item: str | Mapping[str, Any], i: int) -> dict:
+        if isinstance(item, str):
+            item = {"text": item}
+        if not isinstance(item, Mapping):
+            raise InvalidInput(f"item {i}: expected a text or a mapping, got {type(item).__name__}")
+        unknown = set(item) - {"text", "ts", "session", "role", "meta", "id", "type", "user_id"}
+        if unknown:
+            raise InvalidInput(f"item {i}: unknown keys {sorted(unknown)}")
+        text = self._validate_text(item.get("text"))
+        role = item.get("role") or "user"
+        if role not in ROLES:
+            raise InvalidInput(f"item {i}: role must be one of {ROLES}, got {role!r}")
+        session = item.get("session")
+        if session is not None and not isinstance(session, str):
+            raise InvalidInput(f"item {i}: session must be a string or None")
+        meta = item.get("meta")
+        if meta is not None:
+            if not isinstance(meta, Mapping):
+                raise InvalidInput(f"item {i}: meta must be a mapping")
+            try:
+                meta = json.loads(json.dumps(dict(meta)))
+            except (TypeError, ValueError) as e:
+                raise InvalidInput(f"item {i}: meta is not JSON-serialisable: {e}") from e
+        now = time.time()
+        return {"id": uuid.uuid4().hex, "user_id": self.user_id, "text": text, "ts": _to_unix(item.get("ts"), now),
+                "session": session, "role": role, "meta": meta, "created_at": now, "updated_at": now}
+
+    @property
+    def max_memory_tokens(self) -> int:
+        """Longest memory accepted, in backbone tokens: half the prompt budget, so a memory and a
+        question always fit in the prompt together."""
+        return min(self.backbone.max_context, self.config.max_context_tokens) // 2
+
+    def _validate_text(self, text: Any, what: str = "text") -> str:
+        if not isinstance(text, str):
+            raise InvalidInput(f"{what} must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise EmptyText(f"{what} is empty")
+        n = self.backbone.count_tokens(text)
+        if n > self.max_memory_tokens:
+            raise TextTooLong(f"{what} has {n} backbone tokens; the limit is {self.max_memory_tokens} "
+                              "(half the prompt budget). Split it into several memories.")
+        return text
+
+    def _context_points(self, rows: list[dict], content: np.ndarray) -> np.ndarray:
+        """Each new memory's context point from its session's earlier turns (stored, then this batch)."""
+        m = self.config.context_turns
+        out = np.zeros_like(content)
+        batch_seen: dict[str | None, list[np.ndarray]] = {}
+        for i, r in enumerate(rows):
+            earlier = self._session_contents(r["session"]) + batch_seen.get(r["session"], [])
+            if r["session"] is not None:
+                batch_seen.setdefault(r["session"], []).append(content[i])
+            out[i] = self._mix(content[i], earlier, m)
+        return out
+
+    def _session_contents(self, session: str | None) -> list[np.ndarray]:
+        if session is None:
+            return []
+        rows = [i for i, s in enumerate(self._session) if s == session and self._index["topic"].alive[i]]
+        return [self._index["topic"].x[i] for i in rows]
+
+    @staticmethod
+    def _mix(own: np.ndarray, earlier: list[np.ndarray], m: int) -> np.ndarray:
+        prev = np.mean(earlier[-m:], axis=0) if earlier and m else np.zeros_like(own)
+        summary = np.mean(earlier, axis=0) if earlier else np.zeros_like(own)
+        t = context_point(torch.from_numpy(own[None]), torch.from_numpy(prev[None]).float(),
+                          torch.from_numpy(summary[None]).float())
+        return t[0].numpy()
+
+    # -- reading --------------------------------------------------------------------------------
+    def get(self, memory_id: str) -> MemoryRecord:
+        """One memory by id.
+
+        Raises:
+            MemoryNotFound: no such memory for this user.
+        """
+        self._check_open()
+        row = self.store.memory_row(self.user_id, self._validate_id(memory_id))
+        if row is None:
+            raise MemoryNotFound(f"no memory {memory_id!r} for user {self.user_id!r}")
+        return _record(row)
+
+    def get_all(self, *, limit: int = 100, offset: int = 0) -> list[MemoryRecord]:
+        """This user's memories in write order.
+
+        Args:
+            limit: most records to return (-1 for all).
+            offset: records to skip.
+        """
+        self._check_open()
+        if not isinstance(limit, int) or not isinstance(offset, int) or limit < -1 or offset < 0:
+            raise InvalidInput("limit must be an int >= -1 and offset an int >= 0")
+        return [_record(r) for r in self.store.memory_rows(self.user_id, limit=limit, offset=offset)]
+
+    def history(self, memory_id: str) -> list[dict]:
+        """The ADD / UPDATE / DELETE events of a memory, oldest first (kept after a delete).
+
+        Raises:
+            MemoryNotFound: the id never existed for this user.
+        """
+        self._check_open()
+        events = self.store.history(self.user_id, self._validate_id(memory_id))
+        if not events:
+            raise MemoryNotFound(f"no memory {memory_id!r} for user {self.user_id!r}")
+        return events
+
+    def __len__(self) -> int:
+        return len(self._index["topic"])
+
+    # -- changing -------------------------------------------------------------------------------
+    def update(self, memory_id: str, text: str) -> None:
+        """Replace a memory's text and re-encode it; its id, time and session stay.
+
+        Raises:
+            MemoryNotFound, EmptyText, TextTooLong, InvalidInput: nothing is changed.
+        """
+        self._check_open()
+        row = self.get(memory_id)
+        text = self._validate_text(text)
+        content = self.embedder.encode([text]).numpy()
+        enc = self.backbone.encode([text])
+        i = self._row_of[row.id]
+        earlier = [self._index["topic"].x[j] for j in range(i) if self._session[j] == row.session
+                   and row.session is not None and self._index["topic"].alive[j]]
+        context = self._mix(content[0], earlier, self.config.context_turns)[None]
+        fields = {"content": content, "context": context, "salient": enc.salient.numpy(), "hidden": enc.hidden.numpy()}
+        with self.store.atomic():
+            self.store.update_text(self.user_id, row.id, text, time.time())
+            for name, x in fields.items():
+                coded = self.registry.encode(name, x)
+                self.store.put_vector(row.id, name, *(coded[0], coded[1][0]) if coded else (0, x[0]))
+        self._index["topic"].replace(i, self._roundtrip("content", content)[0])
+        self._index["context"].replace(i, self._roundtrip("context", context)[0])
+
+    def delete(self, memory_id: str) -> None:
+        """Delete a memory of this user; it never comes back in search or generate.
+
+        Raises:
+            MemoryNotFound: no such memory for this user.
+        """
+        self._check_open()
+        row = self.get(memory_id)
+        with self.store.atomic():
+            self.store.delete_memory(self.user_id, row.id, time.time())
+        for index in self._index.values():
+            index.remove(self._row_of[row.id])
+
+    # -- retrieval ------------------------------------------------------------------------------
+    def search(self, query: str, *, k: int = 5, session: str | None = None) -> list[Hit]:
+        """The k memories that best fit `query`, by tree-filtered retrieval fused over the bundles.
+
+        Args:
+            query: the question or cue.
+            k: how many memories to return.
+            session: the asking conversation; its earlier turns shape the context bundle's query.
+
+        Returns:
+            Hits, best first, each with its fused score and per-bundle scores.
+        """
+        self._check_open()
+        query = self._validate_query(query)
+        k = _positive_int(k, "k")
+        rows, fused, per = self._retrieve(query, self._query_points(query, session), k)
+        return [self._hit(r, fused[i], {b: float(per[b][i]) for b in per}) for i, r in enumerate(rows)]
+
+    def _query_points(self, query: str, session: str | None) -> dict[str, np.ndarray]:
+        content = self.embedder.encode([query]).numpy()[0]
+        ctx = self._mix(content, self._session_contents(session), self.config.context_turns)
+        return {"topic": self.topic.query(torch.from_numpy(content)).numpy(),
+                "context": self.context.query(torch.from_numpy(ctx)).numpy(),
+                "temporal": self.temporal.query(time.time()).numpy()}
+
+    def _retrieve(self, query: str, points: dict[str, np.ndarray], k: int):
+        if len(self) == 0:
+            return [], np.zeros(0), {b: np.zeros(0) for b in BUNDLES}
+        rc = self.config.retrieval
+        weights = {"topic": rc.topic_weight, "context": rc.context_weight, "temporal": rc.temporal_weight}
+        fused, rows, per = fuse(self._index, points, weights, k=min(k, len(self)),
+                                candidates=max(rc.candidates, k))
+        return rows.tolist(), fused, per
+
+    def _retrieve_flat(self, points: dict[str, np.ndarray], k: int) -> list[int]:
+        alive = np.flatnonzero(self._index["topic"].alive)
+        if not len(alive):
+            return []
+        _, idx = FlatIndex(self._index["topic"].x[alive]).search(points["topic"], min(k, len(alive)))
+        return alive[idx[0]].tolist()
+
+    def _hit(self, row: int, score: float, scores: dict[str, float]) -> Hit:
+        rec = self.store.memory_row(self.user_id, self._ids[row])
+        return Hit(id=rec["id"], text=rec["text"], score=float(score), ts=rec["ts"], scores=scores,
+                   session=rec["session"], role=rec["role"])
+
+    # -- generation -----------------------------------------------------------------------------
+    def generate(self, query: str, *, mode: str = "hybrid", k: int = 3, max_new_tokens: int = 64,
+                 session: str | None = None) -> Generation:
+        """Answer `query` with the backbone, its memory injected as `mode` says.
+
+        Args:
+            query: the user's question.
+            mode: "full" (every memory in the prompt), "prefix" (prefix embeddings only), "flat"
+                (top-k by FAISS exact cosine, as text), "text" (top-k by AMS retrieval, as text),
+                "hybrid" (AMS text and prefix), or "none".
+            k: memories retrieved (all modes but full and none).
+            max_new_tokens: the most tokens generated (greedy).
+            session: the asking conversation (shapes retrieval's context query).
+
+        Returns:
+            A `Generation` with the text, the memories used and timings.
+
+        Raises:
+            UnknownMode, EmptyText, InvalidInput: bad arguments.
+        """
+        self._check_open()
+        if mode not in MODES:
+            raise UnknownMode(f"mode must be one of {MODES}, got {mode!r}")
+        query = self._validate_query(query)
+        k, max_new_tokens = _positive_int(k, "k"), _positive_int(max_new_tokens, "max_new_tokens")
+        t0 = time.perf_counter()
+        rows: list[int] = []
+        points = None
+        if mode in ("prefix", "text", "hybrid"):
+            points = self._query_points(query, session)
+            rows, fused, _ = self._retrieve(query, points, k)
+            gate = self.config.retrieval.relative_gate * fused[0] if len(rows) else 0.0
+            rows = [r for r, s in zip(rows, fused) if s >= gate]
+        elif mode == "flat":
+            points = self._query_points(query, session)
+            rows = self._retrieve_flat(points, k)
+        prefix = self._prefix(query, points, rows) if mode in ("prefix", "hybrid") and rows else None
+        retrieve_ms = (time.perf_counter() - t0) * 1000
+        budget = min(self.backbone.max_context, self.config.max_context_tokens) - max_new_tokens
+        budget -= 0 if prefix is None else prefix.shape[0]
+        truncated = False
+        if mode == "full":
+            ids, truncated = self._full_prompt(query, budget)
+        elif mode in ("flat", "text", "hybrid") and rows:
+            ids = self._memory_prompt(query, [self.store.memory_row(self.user_id, self._ids[r])["text"]
+                                              for r in rows], budget)
+        else:
+            ids = self.backbone.chat_ids(query, system=self.config.system_prompt)
+        t1 = time.perf_counter()
+        text = self.backbone.generate(ids, prefix=prefix, max_new_tokens=max_new_tokens)
+        generate_ms = (time.perf_counter() - t1) * 1000
+        used = [self._ids[r] for r in rows]
+        if used:
+            with self.store.atomic():
+                self.store.touch(self.user_id, used, time.time())
+            self._access[rows] += 1
+        slots = 0 if prefix is None else int(prefix.shape[0])
+        return Generation(text=text, mode=mode, memory_ids=used, in_tokens=len(ids) + slots, prefix_slots=slots,
+                          retrieve_ms=retrieve_ms, generate_ms=generate_ms, truncated=truncated)
+
+    def _prefix(self, query: str, points: dict[str, np.ndarray], rows: list[int]) -> torch.Tensor:
+        """Cross-bundle attention over the retrieved memories' decoded fibers -> (L, d)."""
+        ids = [self._ids[r] for r in rows]
+        fib = {f: self._fetch(ids, f) for f in ("salient", "hidden")}
+        ts = self._ts[rows]
+        now = time.time()
+        temporal = self.temporal.encode(ts, now=now, access_count=self._access[rows])
+        dirn = {b: torch.from_numpy(self._index[b].x[rows])[None] for b in BUNDLES}  # (1, K, d_base)
+        fiber = {"temporal": temporal.fiber[None], "topic": torch.from_numpy(fib["salient"])[None],
+                 "context": torch.from_numpy(fib["hidden"])[None]}
+        q_base = {b: torch.from_numpy(points[b])[None] for b in BUNDLES}
+        q_hidden = self.backbone.encode([query]).hidden  # (1, d)
+        with torch.no_grad():
+            prefix, _ = self.attention(q_base, q_hidden, dirn, fiber)
+        return prefix[0]
+
+    def _fetch(self, memory_ids: list[str], field: str) -> np.ndarray:
+        got = self.store.vectors_for(memory_ids, field)
+        if len(got) != len(memory_ids):
+            raise StoreCorrupted(f"memories are missing their {field!r} vectors")
+        return self._decoded([(m, *got[m]) for m in memory_ids], field)
+
+    def _memory_prompt(self, query: str, texts: list[str], budget: int) -> list[int]:
+        """The question after the memories' texts; the weakest memories go first if over budget."""
+        while True:
+            ids = self.backbone.chat_ids(_with_facts(query, texts), system=self.config.system_prompt)
+            if len(ids) <= budget or len(texts) <= 1:
+                return ids
+            texts = texts[:-1]
+
+    def _full_prompt(self, query: str, budget: int) -> tuple[list[int], bool]:
+        """Every memory in write order, left-truncated (oldest dropped) to the token budget."""
+        texts = [r["text"] for r in self.store.memory_rows(self.user_id)]
+        room = budget - len(self.backbone.chat_ids(_with_facts(query, []), system=self.config.system_prompt))
+        kept = 0
+        for t in reversed(texts):
+            room -= self.backbone.count_tokens(f"- {t}\n")
+            if room < 0:
+                break
+            kept += 1
+        history = texts[len(texts) - kept :]
+        return self.backbone.chat_ids(_with_facts(query, history), system=self.config.system_prompt), kept < len(texts)
+
+    # -- checks ---------------------------------------------------------------------------------
+    def verify(self) -> dict[str, Any]:
+        """Check the store's invariants for this user; raise `StoreCorrupted` on the first broken one.
+
+        Checked: every memory has one (base, fiber, dirn) triple per bundle (its vectors exist and
+        decode to the bundle's widths); no field of width >= d_model is stored raw once its set is
+        trained; every code names a codec version the store has; the index matches the rows.
+
+        Returns:
+            Counts of what was checked.
+        """
+        self._check_open()
+        d = self.backbone.d_model
+        n = self.store.count(self.user_id)
+        widths = {"content": self.embedder.d, "context": self.embedder.d, "salient": d, "hidden": d}
+        raw_large = 0
+        for f in FIELDS:
+            items = self.store.vectors(self.user_id, f)
+            if len(items) != n:
+                raise StoreCorrupted(f"{n - len(items)} memories lack their {f!r} vector")
+            x = self._decoded(items, f)
+            if x.shape[1] != widths[f]:
+                raise StoreCorrupted(f"{f!r} vectors have width {x.shape[1]}, expected {widths[f]}")
+            trained = self.registry.latest(self.registry.set_of(f)) is not None
+            raw_large += sum(1 for _, v, _ in items if v == 0 and trained and widths[f] >= d)
+        if raw_large:
+            raise StoreCorrupted(f"{raw_large} vectors of width >= d_model are raw although their set is trained")
+        if len(self) != n:
+            raise StoreCorrupted(f"index holds {len(self)} memories, store {n}")
+        return {"memories": n, "fields": len(FIELDS), "codec_sets": {s: c.latest for s, c in self.registry.sets.items()}}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the store. Further calls raise `StoreClosed`."""
+        if not self._closed:
+            self.store.close()
+            self._closed = True
+
+    def __enter__(self) -> "Memory":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed("this Memory was closed")
+
+    def _validate_query(self, query: Any) -> str:
+        return self._validate_text(query, "query")
+
+    @staticmethod
+    def _validate_id(memory_id: Any) -> str:
+        if not isinstance(memory_id, str) or not memory_id:
+            raise InvalidInput("memory id must be a non-empty string")
+        return memory_id
+
+
+def _with_facts(query: str, texts: list[str]) -> str:
+    """The user turn that puts memories in front of a question (chosen on a dev session, not the
+    seed session; see BENCHMARKS.md)."""
+    facts = "\n".join(f"- {t}" for t in texts)
+    return f"Facts about me:\n{facts}\n\nQuestion: {query}\nAnswer using the facts above, in one short sentence."
+
+
+def _to_unix(ts: Any, now: float) -> float:
+    if ts is None:
+        return now
+    if isinstance(ts, _dt.datetime):
+        return ts.timestamp()
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
+        raise InvalidInput(f"ts must be unix seconds or a datetime, got {ts!r}")
+    return float(ts)
+
+
+def _positive_int(v: Any, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise InvalidInput(f"{name} must be a positive int, got {v!r}")
+    return v
+
+
+def _record(row: dict) -> MemoryRecord:
+    return MemoryRecord(id=row["id"], text=row["text"], ts=row["ts"], session=row["session"], role=row["role"],
+                        meta=row["meta"], created_at=row["created_at"], updated_at=row["updated_at"],
+                        access_count=row["access_count"])
+
+
+__all__ = ["Memory"]

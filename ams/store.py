@@ -1,0 +1,308 @@
+"""The SQLite store: one file, memories of any number of users, every read and write scoped by user.
+
+Through `sqlite-utils` on a plain `sqlite3` connection: WAL journal (for file stores), a busy
+timeout so concurrent sessions wait rather than fail, `atomic()` transactions (savepoints when
+nested), a `migrations` table recording each schema step by name, and arrays as safetensors bytes,
+never pickle. The store knows tables and bytes, never torch modules.
+
+Tables:
+    meta        key -> value: format marker, backbone identity, embedder, config
+    memories    seq (write order), id, user_id, text, ts, session, role, meta, created/updated, access
+    vectors     (memory_id, field) -> version (0 raw float32, >= 1 Kakeya codec version), data
+    codecs      (set_name, version) -> trained_at, data (a serialised Kakeya codec)
+    weights     name -> data (trained channel weights; empty while the channel is untrained)
+    history     one row per add / update / delete of a memory
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import sqlite_utils
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from .errors import SchemaTooNew, StoreCorrupted
+
+FORMAT = "ams-store"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _m001_initial(db: sqlite_utils.Database) -> None:
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute(
+        """CREATE TABLE memories (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            user_id TEXT NOT NULL,
+            text TEXT NOT NULL,
+            ts REAL NOT NULL,
+            session TEXT,
+            role TEXT NOT NULL,
+            meta TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            access_count INTEGER NOT NULL DEFAULT 0,
+            last_access REAL)"""
+    )
+    db.execute("CREATE INDEX memories_user ON memories (user_id, seq)")
+    db.execute("CREATE INDEX memories_session ON memories (user_id, session, seq)")
+    db.execute(
+        """CREATE TABLE vectors (
+            memory_id TEXT NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
+            field TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (memory_id, field))"""
+    )
+    db.execute(
+        """CREATE TABLE codecs (
+            set_name TEXT NOT NULL, version INTEGER NOT NULL, trained_at INTEGER NOT NULL,
+            data BLOB NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (set_name, version))"""
+    )
+    db.execute("CREATE TABLE weights (name TEXT PRIMARY KEY, data BLOB NOT NULL, updated_at REAL NOT NULL)")
+    db.execute(
+        """CREATE TABLE history (
+            event_id INTEGER PRIMARY KEY AUTOINCREMENT, memory_id TEXT NOT NULL,
+            user_id TEXT NOT NULL, event TEXT NOT NULL, old_text TEXT, new_text TEXT, at REAL NOT NULL)"""
+    )
+    db.execute("CREATE INDEX history_memory ON history (user_id, memory_id, event_id)")
+
+
+# Registered in order; a store records each name it has applied. Append, never edit.
+MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
+    ("001_initial", _m001_initial),
+]
+
+
+def pack(array: np.ndarray) -> bytes:
+    return st_save({"v": np.ascontiguousarray(array)})
+
+
+def unpack(data: bytes) -> np.ndarray:
+    try:
+        return st_load(bytes(data))["v"]
+    except Exception as e:  # safetensors raises several types on bad bytes
+        raise StoreCorrupted(f"unreadable array in store: {e}") from e
+
+
+class Store:
+    """An AMS SQLite file. Use `Store.open(path)`; `":memory:"` gives a throwaway store."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+        self.path = path
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+
+    @classmethod
+    def open(cls, path: str | Path, *, busy_timeout_ms: int = 10_000) -> "Store":
+        """Open or create a store.
+
+        Raises:
+            StoreCorrupted: the file exists but is not an SQLite database, or not an AMS store.
+            SchemaTooNew: the store was written by a newer library.
+        """
+        path = str(path)
+        if path != ":memory:":
+            p = Path(path)
+            if p.is_dir():
+                raise StoreCorrupted(f"{path} is a directory, not a store file")
+            if p.exists() and p.stat().st_size > 0:
+                with open(p, "rb") as f:
+                    if f.read(16) != SQLITE_MAGIC:
+                        raise StoreCorrupted(f"{path} is not an SQLite database")
+        try:
+            conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            if path != ":memory:":
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as e:
+            raise StoreCorrupted(f"{path} is not a readable SQLite database: {e}") from e
+        store = cls(conn, path)
+        if tables and "meta" not in tables:
+            conn.close()
+            raise StoreCorrupted(f"{path} is an SQLite database but not an AMS store")
+        try:
+            store._migrate()
+            if store.get_meta("format") != FORMAT:
+                raise StoreCorrupted(f"{path} is not an AMS store")
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise StoreCorrupted(f"{path} failed to open as an AMS store: {e}") from e
+        except Exception:
+            conn.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """A transaction; nested blocks are savepoints. Everything in it lands, or nothing."""
+        with self.db.atomic():
+            yield
+
+    # -- schema ---------------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        with self.atomic():
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+            )
+            done = {r[0] for r in self.db.execute("SELECT name FROM migrations")}
+            known = [name for name, _ in MIGRATIONS]
+            if done - set(known):
+                raise SchemaTooNew(f"store has migrations this library does not know: {sorted(done - set(known))}")
+            for name, fn in MIGRATIONS:
+                if name not in done:
+                    fn(self.db)
+                    self.db.execute("INSERT INTO migrations VALUES (?, ?)", [name, time.time()])
+            if self.get_meta("format") is None and not done:
+                self.set_meta("format", FORMAT)
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("SELECT count(*) FROM migrations").fetchone()[0]
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        [key, value])
+
+    # -- memories -------------------------------------------------------------------------------
+    def insert_memory(self, row: dict) -> int:
+        """Insert a memory row; returns its write-order `seq`."""
+        cur = self.db.execute(
+            "INSERT INTO memories (id, user_id, text, ts, session, role, meta, created_at, updated_at)"
+            " VALUES (:id, :user_id, :text, :ts, :session, :role, :meta, :created_at, :updated_at)",
+            {**row, "meta": json.dumps(row.get("meta")) if row.get("meta") is not None else None},
+        )
+        self.add_history(row["id"], row["user_id"], "ADD", None, row["text"], row["created_at"])
+        return int(cur.lastrowid)
+
+    def memory_rows(self, user_id: str, *, limit: int = -1, offset: int = 0) -> list[dict]:
+        cur = self.db.execute(
+            "SELECT * FROM memories WHERE user_id = ? ORDER BY seq LIMIT ? OFFSET ?",
+            [user_id, limit, offset],
+        )
+        return [self._row(cur, r) for r in cur.fetchall()]
+
+    def memory_row(self, user_id: str, memory_id: str) -> dict | None:
+        cur = self.db.execute("SELECT * FROM memories WHERE user_id = ? AND id = ?", [user_id, memory_id])
+        r = cur.fetchone()
+        return self._row(cur, r) if r else None
+
+    def count(self, user_id: str | None = None) -> int:
+        if user_id is None:
+            return self.db.execute("SELECT count(*) FROM memories").fetchone()[0]
+        return self.db.execute("SELECT count(*) FROM memories WHERE user_id = ?", [user_id]).fetchone()[0]
+
+    def users(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT user_id FROM memories ORDER BY user_id")]
+
+    def update_text(self, user_id: str, memory_id: str, text: str, now: float) -> str:
+        old = self.db.execute("SELECT text FROM memories WHERE user_id = ? AND id = ?",
+                              [user_id, memory_id]).fetchone()[0]
+        self.db.execute("UPDATE memories SET text = ?, updated_at = ? WHERE user_id = ? AND id = ?",
+                        [text, now, user_id, memory_id])
+        self.add_history(memory_id, user_id, "UPDATE", old, text, now)
+        return old
+
+    def delete_memory(self, user_id: str, memory_id: str, now: float) -> None:
+        old = self.db.execute("SELECT text FROM memories WHERE user_id = ? AND id = ?",
+                              [user_id, memory_id]).fetchone()[0]
+        self.db.execute("DELETE FROM vectors WHERE memory_id IN "
+                        "(SELECT id FROM memories WHERE user_id = ? AND id = ?)", [user_id, memory_id])
+        self.db.execute("DELETE FROM memories WHERE user_id = ? AND id = ?", [user_id, memory_id])
+        self.add_history(memory_id, user_id, "DELETE", old, None, now)
+
+    def touch(self, user_id: str, memory_ids: list[str], now: float) -> None:
+        """Count one access of each memory (a retrieval that reached the prompt or prefix)."""
+        self.db.conn.executemany(
+            "UPDATE memories SET access_count = access_count + 1, last_access = ? WHERE user_id = ? AND id = ?",
+            [(now, user_id, m) for m in memory_ids],
+        )
+
+    def add_history(self, memory_id: str, user_id: str, event: str, old: str | None, new: str | None,
+                    at: float) -> None:
+        self.db.execute("INSERT INTO history (memory_id, user_id, event, old_text, new_text, at)"
+                        " VALUES (?, ?, ?, ?, ?, ?)", [memory_id, user_id, event, old, new, at])
+
+    def history(self, user_id: str, memory_id: str) -> list[dict]:
+        cur = self.db.execute(
+            "SELECT event, old_text, new_text, at FROM history WHERE user_id = ? AND memory_id = ?"
+            " ORDER BY event_id", [user_id, memory_id])
+        return [self._row(cur, r) for r in cur.fetchall()]
+
+    @staticmethod
+    def _row(cur: sqlite3.Cursor, r: tuple) -> dict:
+        d = dict(zip([c[0] for c in cur.description], r))
+        if d.get("meta") is not None and "meta" in d:
+            d["meta"] = json.loads(d["meta"])
+        return d
+
+    # -- vectors and codecs ---------------------------------------------------------------------
+    def put_vector(self, memory_id: str, field: str, version: int, array: np.ndarray) -> None:
+        self.db.execute(
+            "INSERT INTO vectors VALUES (?, ?, ?, ?) ON CONFLICT(memory_id, field) DO UPDATE SET"
+            " version = excluded.version, data = excluded.data", [memory_id, field, version, pack(array)])
+
+    def vectors(self, user_id: str | None, field: str, *, version: int | None = None) -> list[tuple[str, int, np.ndarray]]:
+        """(memory_id, version, array) of one field, in write order; all users when user_id is None."""
+        sql = ("SELECT v.memory_id, v.version, v.data FROM vectors v JOIN memories m ON m.id = v.memory_id"
+               " WHERE v.field = ?")
+        args: list = [field]
+        if user_id is not None:
+            sql += " AND m.user_id = ?"
+            args.append(user_id)
+        if version is not None:
+            sql += " AND v.version = ?"
+            args.append(version)
+        return [(r[0], r[1], unpack(r[2])) for r in self.db.execute(sql + " ORDER BY m.seq", args)]
+
+    def vectors_for(self, memory_ids: list[str], field: str) -> dict[str, tuple[int, np.ndarray]]:
+        marks = ",".join("?" * len(memory_ids))
+        rows = self.db.execute(f"SELECT memory_id, version, data FROM vectors WHERE field = ? AND memory_id IN ({marks})",
+                               [field, *memory_ids])
+        return {r[0]: (r[1], unpack(r[2])) for r in rows}
+
+    def count_vectors(self, fields: tuple[str, ...]) -> int:
+        marks = ",".join("?" * len(fields))
+        return self.db.execute(f"SELECT count(*) FROM vectors WHERE field IN ({marks})", list(fields)).fetchone()[0]
+
+    def put_codec(self, set_name: str, version: int, trained_at: int, data: bytes) -> None:
+        self.db.execute("INSERT INTO codecs VALUES (?, ?, ?, ?, ?)",
+                        [set_name, version, trained_at, data, time.time()])
+
+    def codecs(self) -> list[tuple[str, int, int, bytes]]:
+        return [tuple(r) for r in self.db.execute(
+            "SELECT set_name, version, trained_at, data FROM codecs ORDER BY set_name, version")]
+
+    def put_weights(self, name: str, data: bytes) -> None:
+        self.db.execute("INSERT INTO weights VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
+                        " data = excluded.data, updated_at = excluded.updated_at", [name, data, time.time()])
+
+    def get_weights(self, name: str) -> bytes | None:
+        row = self.db.execute("SELECT data FROM weights WHERE name = ?", [name]).fetchone()
+        return bytes(row[0]) if row else None
+
+    def bytes_by_table(self) -> dict[str, int]:
+        """On-disk bytes of each table and index (SQLite's dbstat), or {} where dbstat is missing."""
+        try:
+            rows = self.db.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").fetchall()
+        except sqlite3.DatabaseError:
+            return {}
+        return {r[0]: int(r[1]) for r in rows}

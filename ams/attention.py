@@ -67,7 +67,7 @@ class CrossBundleAttention(nn.Module):
             t = BUNDLES.index("topic")
             self.lifts[:, :, t * d_model : (t + 1) * d_model] = torch.eye(d_model)
             self.lifts.add_(torch.randn(self.lifts.shape, generator=gen) * (0.02 / math.sqrt(d_model)))
-        self.norm = nn.LayerNorm(d_model)
+        self.norm = nn.LayerNorm(d_model, eps=1e-8)  # fibers of small models have tiny variance
         self.scale = nn.Parameter(torch.tensor(float(token_norm)))
 
     def forward(self, q_base: dict[str, Tensor], q_hidden: Tensor, dirn: dict[str, Tensor],

@@ -33,15 +33,20 @@ class SphericalKMeans:
         n = x.shape[0]
         k = min(self.k, n)
         rng = np.random.default_rng(self.seed)
-        # k-means++ on cosine distance
+        # greedy k-means++ on cosine distance (1 - cos = half the squared chord): each step draws
+        # 2 + log k candidates and keeps the one that lowers the potential most, as scikit-learn does
+        trials = 2 + int(np.log(max(k, 1)))
         c = [x[rng.integers(n)]]
         best = 1.0 - x @ c[0]
         for _ in range(1, k):
             p = np.maximum(best, 0)
             if p.sum() <= 0:
                 break
-            c.append(x[rng.choice(n, p=p / p.sum())])
-            best = np.minimum(best, 1.0 - x @ c[-1])
+            cand = rng.choice(n, size=trials, p=p / p.sum())
+            dists = np.minimum(best[None, :], 1.0 - x[cand] @ x.T)  # (trials, n)
+            pick = int(np.argmin(np.maximum(dists, 0).sum(1)))
+            c.append(x[cand[pick]])
+            best = dists[pick]
         cent = np.stack(c)
         for _ in range(self.n_iter):
             assign = np.argmax(x @ cent.T, axis=1)

@@ -1,0 +1,209 @@
+"""The `ams` command line: demo, chat, inspect, export, import.
+
+`inspect` and `export` read the SQLite file directly and load no model; `import`, `chat` and `demo`
+go through `ams.Memory`, so they do what the library does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import AmsError
+
+
+def _open(args: argparse.Namespace):
+    from .memory import Memory
+    from .store import Store
+
+    backbone = args.backbone
+    if backbone is None and Path(args.store).is_file():  # an existing store names its own backbone
+        store = Store.open(args.store)
+        backbone = store.get_meta("backbone_name")
+        store.close()
+    return Memory.open(args.store, backbone=backbone or "smollm2-135m-instruct", user_id=args.user)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Write the seed session, close the store, reopen it and answer the questions from it."""
+    from .memory import Memory
+    from .session import is_hit, load_session, seed_path
+
+    session = load_session(seed_path())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.store or str(Path(tmp) / "demo.db")
+        print(f"writing {len(session.facts)} memories to {path} ...", flush=True)
+        with Memory.open(path) as mem:
+            if len(mem) == 0:
+                mem.write_many([f.text for f in session.facts])
+        print("store closed; reopening it to answer.\n", flush=True)
+        hits = 0
+        with Memory.open(path) as mem:
+            for q in session.queries:
+                g = mem.generate(q.text, mode=args.mode, max_new_tokens=args.max_new_tokens)
+                hit = is_hit(g.text, q.keywords, q.forbidden)
+                hits += hit
+                print(f"[{'hit ' if hit else 'miss'}] Q: {q.text}\n       A: {g.text}\n"
+                      f"       ({len(g.memory_ids)} memories, {g.in_tokens} prompt tokens, "
+                      f"{g.retrieve_ms:.0f} ms retrieve, {g.generate_ms:.0f} ms generate)", flush=True)
+        print(f"\n{args.mode}: {hits}/{len(session.queries)} answers contain the expected keyword.")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """An interactive chat whose user turns are remembered across runs."""
+    with _open(args) as mem:
+        print(f"{len(mem)} memories in {args.store}. Type a message; /search TEXT, /forget ID, /quit.")
+        for line in sys.stdin if not sys.stdin.isatty() else iter(lambda: input("you> "), None):
+            line = line.strip()
+            if not line:
+                continue
+            if line in ("/quit", "/exit"):
+                break
+            try:
+                if line.startswith("/search "):
+                    for h in mem.search(line[8:], k=5):
+                        print(f"  {h.score:.3f}  {h.id}  {h.text}")
+                elif line.startswith("/forget "):
+                    mem.delete(line[8:].strip())
+                    print("  forgotten.")
+                else:
+                    g = mem.generate(line, mode=args.mode, max_new_tokens=args.max_new_tokens, session=args.session)
+                    print(f"ams> {g.text}")
+                    mem.write(line, session=args.session, role="user")
+            except AmsError as e:
+                print(f"  error: {e}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Memories, bytes per memory, codec sets and backbone of a store, without loading models."""
+    from .kakeya import KakeyaCodec
+    from .store import Store
+
+    if not Path(args.store).is_file():
+        raise AmsError(f"no store at {args.store}")
+    store = Store.open(args.store)
+    try:
+        n = store.count()
+        size = Path(args.store).stat().st_size
+        tables = store.bytes_by_table()
+        info = {
+            "path": args.store, "schema_version": store.schema_version,
+            "backbone": store.get_meta("backbone_name"), "backbone_identity": store.get_meta("backbone_identity"),
+            "embedder": store.get_meta("embedder"), "memories": n,
+            "users": {u: store.count(u) for u in store.users()},
+            "file_bytes": size, "bytes_per_memory": round(size / n, 1) if n else None,
+            "vector_bytes_per_memory": round(tables.get("vectors", 0) / n, 1) if n and tables else None,
+            "codec_sets": [
+                {"set": s, "version": v, "trained_on": t, "code_size": KakeyaCodec.from_bytes(d).code_size}
+                for s, v, t, d in store.codecs()
+            ],
+        }
+        if args.json:
+            print(json.dumps(info, indent=2))
+        else:
+            for k, v in info.items():
+                print(f"{k:>24}: {v}")
+            for r in store.memory_rows(args.user, limit=args.limit):
+                print(f"  {r['id']}  {r['session'] or '-':>8}  {r['text'][:90]}")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a user's memories as session-format JSON Lines (to a file or stdout)."""
+    from .store import Store
+
+    if not Path(args.store).is_file():
+        raise AmsError(f"no store at {args.store}")
+    store = Store.open(args.store)
+    try:
+        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+        try:
+            for r in store.memory_rows(args.user):
+                rec = {"type": "fact", "id": r["id"], "text": r["text"], "ts": r["ts"], "session": r["session"],
+                       "user_id": r["user_id"], "role": r["role"]}
+                if r["meta"] is not None:
+                    rec["meta"] = r["meta"]
+                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        finally:
+            if out is not sys.stdout:
+                out.close()
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Write the facts of a session-format JSON Lines file, all in one transaction."""
+    from .session import load_session
+
+    session = load_session(args.file)
+    items = [{"text": f.text, "ts": f.ts, "session": f.session, "role": f.role} for f in session.facts]
+    with _open(args) as mem:
+        ids = mem.write_many(items)
+    print(f"imported {len(ids)} memories into {args.store} for user {args.user!r}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ams", description="Long-term memory for chatbots that run their own LM.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_store(sp: argparse.ArgumentParser, positional: bool) -> None:
+        if positional:
+            sp.add_argument("store", help="path of the SQLite store")
+        else:
+            sp.add_argument("--store", required=True, help="path of the SQLite store")
+        sp.add_argument("--user", default="default", help="user id whose memories to use (default: default)")
+
+    d = sub.add_parser("demo", help="write the seed session, reopen the store, answer its questions")
+    d.add_argument("--store", default=None, help="keep the demo store at this path (default: a temporary file)")
+    d.add_argument("--mode", default="hybrid", help="injection mode (default: hybrid)")
+    d.add_argument("--max-new-tokens", type=int, default=30)
+    d.set_defaults(fn=cmd_demo)
+
+    c = sub.add_parser("chat", help="chat with memory that persists across runs")
+    with_store(c, positional=False)
+    c.add_argument("--backbone", default=None, help="backbone name or path (default: the store's own)")
+    c.add_argument("--mode", default="hybrid")
+    c.add_argument("--session", default=None, help="conversation id for this chat")
+    c.add_argument("--max-new-tokens", type=int, default=64)
+    c.set_defaults(fn=cmd_chat)
+
+    i = sub.add_parser("inspect", help="show memories, bytes per memory, codec sets and backbone")
+    with_store(i, positional=True)
+    i.add_argument("--limit", type=int, default=20, help="memories to list")
+    i.add_argument("--json", action="store_true", help="print the summary as JSON")
+    i.set_defaults(fn=cmd_inspect)
+
+    e = sub.add_parser("export", help="export a user's memories as JSON Lines")
+    with_store(e, positional=True)
+    e.add_argument("-o", "--output", default=None, help="output file (default: stdout)")
+    e.set_defaults(fn=cmd_export)
+
+    m = sub.add_parser("import", help="import facts from a JSON Lines session file")
+    with_store(m, positional=True)
+    m.add_argument("file", help="JSON Lines file in the session format")
+    m.add_argument("--backbone", default=None, help="backbone for a new store (default: smollm2-135m-instruct)")
+    m.set_defaults(fn=cmd_import)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except AmsError as e:
+        print(f"ams: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Shared fixtures: a tiny randomly-initialised Llama backbone (fast unit tests) and fresh stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_dir(tmp_path_factory) -> str:
+    """A 2-layer, 64-wide Llama with SmolLM2's tokenizer and chat template, random weights (seed 0)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from ams.backbone.registry import _cached_gguf, shipped_gguf_path
+
+    tok = AutoTokenizer.from_pretrained(_cached_gguf(shipped_gguf_path("smollm2-135m-instruct"),
+                                                     key="smollm2-135m-instruct"))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def other_backbone_dir(tmp_path_factory, tiny_backbone_dir) -> str:
+    """Same architecture as the tiny backbone, different random weights: a different identity."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(tiny_backbone_dir)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.normal_(0, 0.02)
+    out = tmp_path_factory.mktemp("tiny-llama-other")
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_backbone_dir).save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture
+def store_path(tmp_path) -> Path:
+    """Path of a fresh store file."""
+    return tmp_path / "memory.db"
+
+
+@pytest.fixture
+def fresh_store(store_path, tiny_backbone_dir):
+    """An open Memory on a new file with the tiny backbone."""
+    import ams
+
+    mem = ams.Memory.open(store_path, backbone=tiny_backbone_dir)
+    yield mem
+    mem.close()
+
+
+FACTS = [
+    "I adopted a beagle named Waffles last spring.",
+    "My brother Tomas lives in Lisbon and teaches chemistry.",
+    "I drive a red Subaru Outback to work every day.",
+    "My favourite food is mushroom risotto.",
+    "I play the cello in a community orchestra on Thursdays.",
+    "Octopuses have three hearts and blue blood.",
+]

@@ -1,0 +1,241 @@
+"""The public API on a tiny random backbone: writes, reads, updates, deletes, isolation, reopen."""
+
+import datetime as dt
+import sqlite3
+
+import numpy as np
+import pytest
+
+import ams
+from tests.conftest import FACTS
+
+
+def test_write_get_and_get_all_in_write_order(fresh_store):
+    ids = [fresh_store.write(t, session="s1") for t in FACTS[:3]]
+    assert [m.id for m in fresh_store.get_all()] == ids
+    rec = fresh_store.get(ids[1])
+    assert rec.text == FACTS[1] and rec.session == "s1" and rec.role == "user"
+    assert [m.id for m in fresh_store.get_all(limit=1, offset=1)] == [ids[1]]
+
+
+def test_ts_accepts_unix_seconds_and_datetimes(fresh_store):
+    a = fresh_store.write("I moved to Oslo.", ts=1_767_225_600)
+    when = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    b = fresh_store.write("I started a new job.", ts=when)
+    assert fresh_store.get(a).ts == 1_767_225_600 and fresh_store.get(b).ts == when.timestamp()
+
+
+def test_search_returns_the_written_memory_with_per_bundle_scores(fresh_store):
+    ids = fresh_store.write_many(FACTS)
+    hits = fresh_store.search(FACTS[2], k=3)
+    assert hits[0].id == ids[2] and hits[0].text == FACTS[2]
+    assert set(hits[0].scores) == {"temporal", "topic", "context"}
+    assert hits[0].scores["topic"] == pytest.approx(1.0, abs=1e-3)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_write_many_is_one_transaction(fresh_store):
+    fresh_store.write_many(FACTS[:2])
+    with pytest.raises(ams.EmptyText):
+        fresh_store.write_many([FACTS[2], "   ", FACTS[3]])
+    assert len(fresh_store.get_all()) == 2 and len(fresh_store) == 2
+
+
+def test_update_re_encodes_and_keeps_history(fresh_store):
+    mid = fresh_store.write("My dog is called Rex.")
+    fresh_store.write_many(FACTS)
+    fresh_store.update(mid, "My cat is called Miso and loves tuna.")
+    assert fresh_store.get(mid).text.startswith("My cat")
+    assert fresh_store.search("My cat is called Miso and loves tuna.", k=1)[0].id == mid
+    assert [e["event"] for e in fresh_store.history(mid)] == ["ADD", "UPDATE"]
+
+
+def test_deleted_memories_never_come_back(fresh_store):
+    ids = fresh_store.write_many(FACTS)
+    fresh_store.delete(ids[0])
+    assert all(h.id != ids[0] for h in fresh_store.search(FACTS[0], k=len(FACTS)))
+    assert ids[0] not in [m.id for m in fresh_store.get_all()]
+    with pytest.raises(ams.MemoryNotFound):
+        fresh_store.get(ids[0])
+    g = fresh_store.generate(FACTS[0], mode="text", k=5, max_new_tokens=2)
+    assert ids[0] not in g.memory_ids
+    assert [e["event"] for e in fresh_store.history(ids[0])] == ["ADD", "DELETE"]
+
+
+def test_users_are_isolated(store_path, tiny_backbone_dir):
+    with ams.Memory.open(store_path, backbone=tiny_backbone_dir, user_id="alice") as alice, \
+            ams.Memory.open(store_path, backbone=tiny_backbone_dir, user_id="bob") as bob:
+        a_ids = alice.write_many(FACTS[:3])
+        b_ids = bob.write_many(FACTS[3:])
+        assert {h.id for h in bob.search(FACTS[0], k=10)} <= set(b_ids)
+        with pytest.raises(ams.MemoryNotFound):
+            bob.delete(a_ids[0])
+        with pytest.raises(ams.MemoryNotFound):
+            bob.update(a_ids[0], "hijacked")
+        with pytest.raises(ams.MemoryNotFound):
+            bob.get(a_ids[0])
+        for m in b_ids:
+            bob.delete(m)
+        assert [m.id for m in alice.get_all()] == a_ids
+        assert alice.get(a_ids[0]).text == FACTS[0]
+
+
+def test_reopen_restores_search_and_generation(store_path, tiny_backbone_dir):
+    with ams.Memory.open(store_path, backbone=tiny_backbone_dir) as mem:
+        mem.write_many([{"text": t, "session": "s1" if i % 2 else "s2"} for i, t in enumerate(FACTS)])
+        before = [(h.id, round(h.scores["topic"], 5)) for h in mem.search("Who lives in Lisbon?", k=4)]
+        text_before = mem.generate("Who lives in Lisbon?", mode="hybrid", max_new_tokens=8).text
+    with ams.Memory.open(store_path, backbone=tiny_backbone_dir) as mem:
+        after = [(h.id, round(h.scores["topic"], 5)) for h in mem.search("Who lives in Lisbon?", k=4)]
+        assert after == before
+        assert mem.generate("Who lives in Lisbon?", mode="hybrid", max_new_tokens=8).text == text_before
+
+
+def test_every_mode_generates_and_reports_its_inputs(fresh_store):
+    fresh_store.write_many(FACTS)
+    for mode in ams.MODES:
+        g = fresh_store.generate("What is my dog's name?", mode=mode, k=2, max_new_tokens=3)
+        assert g.mode == mode and isinstance(g.text, str) and g.in_tokens > 0
+        assert (g.prefix_slots > 0) == (mode in ("prefix", "hybrid"))
+        assert (len(g.memory_ids) > 0) == (mode in ("prefix", "flat", "text", "hybrid"))
+        assert len(g.memory_ids) <= 2
+
+
+def test_full_mode_left_truncates_a_long_history(store_path, tiny_backbone_dir):
+    cfg = ams.MemoryConfig(max_context_tokens=256)
+    with ams.Memory.open(store_path, backbone=tiny_backbone_dir, config=cfg) as mem:
+        mem.write_many([f"Fact number {i}: the code word is {w}." for i, w in enumerate(["alpha", "beta"] * 20)])
+        g = mem.generate("What is the code word?", mode="full", max_new_tokens=4)
+        assert g.truncated and g.in_tokens <= 256
+
+
+def test_codec_sets_train_at_64_and_no_large_field_stays_raw(fresh_store):
+    texts = [f"Memory {i}: I visited place number {i} with friend {i % 7}." for i in range(70)]
+    fresh_store.write_many(texts[:30])  # the sentence set holds 2 fields: 60 vectors, not yet 64
+    assert fresh_store.verify()["codec_sets"] == {"sentence": None, "salient": None, "hidden": None}
+    fresh_store.write_many(texts[30:40])
+    assert fresh_store.verify()["codec_sets"] == {"sentence": 1, "salient": None, "hidden": None}
+    fresh_store.write_many(texts[40:])
+    report = fresh_store.verify()  # raises if any field of width >= d_model is still raw
+    assert report["codec_sets"] == {"sentence": 1, "salient": 1, "hidden": 1}
+    versions = {v for _, v, _ in fresh_store.store.vectors("default", "hidden")}
+    assert versions == {1}
+    hit = fresh_store.search(texts[65], k=1)[0]  # decoded fields still retrieve exactly
+    assert hit.text == texts[65]
+
+
+def test_codec_error_on_memories_not_used_to_train_it(fresh_store):
+    """Median relative reconstruction error <= 0.15 on real MiniLM vectors the set never saw."""
+    texts = [f"Note {i}: {w} is something I think about on {d}." for i, (w, d) in enumerate(
+        (w, d) for w in ["gardening", "jazz", "taxes", "my sister", "chess", "rain", "coffee", "Rome", "running"]
+        for d in ["Mondays", "weekends", "holidays", "mornings", "late nights", "birthdays", "Fridays", "winter"])]
+    fresh_store.write_many(texts[:32])  # 32 contents + 32 contexts: the set trains on exactly these
+    assert fresh_store.registry.latest("sentence") == 1
+    raw = fresh_store.embedder.encode(texts[32:]).numpy()
+    fresh_store.write_many(texts[32:])
+    stored = fresh_store._decoded(fresh_store.store.vectors("default", "content")[32:], "content")
+    err = np.linalg.norm(stored - raw, axis=1) / np.linalg.norm(raw, axis=1)
+    assert np.median(err) <= 0.15
+
+
+def test_prefix_has_the_backbone_width_and_token_norm(fresh_store):
+    fresh_store.write_many(FACTS)
+    points = fresh_store._query_points("Where does Tomas live?", None)
+    rows = fresh_store._retrieve("Where does Tomas live?", points, 3)[0]
+    prefix = fresh_store._prefix("Where does Tomas live?", points, rows)
+    cfg = fresh_store.config.prefix
+    assert prefix.shape == (cfg.slots, fresh_store.backbone.d_model)
+    norms = prefix.norm(dim=-1)
+    assert np.allclose(norms.numpy(), fresh_store.backbone.token_embedding_norm, rtol=0.05)
+
+
+def test_context_bundle_reads_the_session(fresh_store):
+    fresh_store.write_many([{"text": "We talked about my trip to Peru.", "session": "trip"},
+                            {"text": "The hotel had a great view.", "session": "trip"},
+                            {"text": "Our quarterly report is due.", "session": "work"},
+                            {"text": "The hotel had a great view.", "session": "work"},
+                            {"text": "Peru was amazing, I want to go back.", "session": "chat"}])
+    for _ in range(2):  # same sentence twice: only the conversations differ
+        hits = fresh_store.search("The hotel had a great view.", k=2, session="chat")
+        assert hits[0].session == "trip" and hits[1].session == "work"
+        assert hits[0].scores["topic"] == pytest.approx(hits[1].scores["topic"], abs=1e-4)
+        assert hits[0].scores["context"] > hits[1].scores["context"]
+        fresh_store.write("Lima and Cusco were my favourite cities.", session="chat")
+
+
+class TestBadInput:
+    @pytest.mark.parametrize("text", ["", "   \n\t", None, 42, b"bytes", ["a"]])
+    def test_bad_text_is_rejected_and_nothing_is_written(self, fresh_store, text):
+        with pytest.raises(ams.InvalidInput):
+            fresh_store.write(text)
+        assert fresh_store.get_all() == []
+
+    def test_text_longer_than_the_budget(self, fresh_store):
+        with pytest.raises(ams.TextTooLong, match="Split it"):
+            fresh_store.write("word " * (fresh_store.max_memory_tokens + 5))
+        assert fresh_store.get_all() == []
+
+    def test_unknown_mode_and_bad_numbers(self, fresh_store):
+        fresh_store.write(FACTS[0])
+        with pytest.raises(ams.UnknownMode):
+            fresh_store.generate("hi", mode="telepathy")
+        with pytest.raises(ams.InvalidInput):
+            fresh_store.generate("hi", k=0)
+        with pytest.raises(ams.InvalidInput):
+            fresh_store.search("hi", k=-1)
+
+    @pytest.mark.parametrize("item", [{"text": "x", "role": "robot"}, {"text": "x", "ts": "yesterday"},
+                                      {"text": "x", "ts": float("nan")}, {"text": "x", "meta": {"f": object()}},
+                                      {"text": "x", "colour": "red"}, 3.5])
+    def test_bad_items(self, fresh_store, item):
+        with pytest.raises(ams.InvalidInput):
+            fresh_store.write_many([FACTS[0], item])
+        assert fresh_store.get_all() == []
+
+    def test_missing_ids(self, fresh_store):
+        for call in (fresh_store.get, fresh_store.delete, fresh_store.history):
+            with pytest.raises(ams.MemoryNotFound):
+                call("no-such-id")
+        with pytest.raises(ams.MemoryNotFound):
+            fresh_store.update("no-such-id", "text")
+
+    def test_non_sqlite_file(self, tmp_path, tiny_backbone_dir):
+        p = tmp_path / "notes.db"
+        p.write_text("these are my notes, not a database")
+        with pytest.raises(ams.StoreCorrupted):
+            ams.Memory.open(p, backbone=tiny_backbone_dir)
+        assert p.read_text() == "these are my notes, not a database"
+
+    def test_foreign_sqlite_database(self, tmp_path, tiny_backbone_dir):
+        p = tmp_path / "other.db"
+        with sqlite3.connect(p) as conn:
+            conn.execute("CREATE TABLE invoices (n INTEGER)")
+        with pytest.raises(ams.StoreCorrupted, match="not an AMS store"):
+            ams.Memory.open(p, backbone=tiny_backbone_dir)
+
+    def test_corrupted_store(self, store_path, tiny_backbone_dir):
+        with ams.Memory.open(store_path, backbone=tiny_backbone_dir) as mem:
+            mem.write_many(FACTS)
+        data = bytearray(store_path.read_bytes())
+        data[100:4096] = b"\xff" * (4096 - 100)  # the page after the header: the schema
+        store_path.write_bytes(bytes(data))
+        with pytest.raises(ams.StoreCorrupted):
+            ams.Memory.open(store_path, backbone=tiny_backbone_dir)
+
+    def test_other_backbone_raises_store_mismatch(self, store_path, tiny_backbone_dir, other_backbone_dir):
+        with ams.Memory.open(store_path, backbone=tiny_backbone_dir) as mem:
+            mem.write(FACTS[0])
+        with pytest.raises(ams.StoreMismatch):
+            ams.Memory.open(store_path, backbone=other_backbone_dir)
+
+    def test_use_after_close(self, store_path, tiny_backbone_dir):
+        mem = ams.Memory.open(store_path, backbone=tiny_backbone_dir)
+        mem.close()
+        with pytest.raises(ams.StoreClosed):
+            mem.write(FACTS[0])
+
+
+def test_throwaway_store(tiny_backbone_dir):
+    with ams.Memory.open(":memory:", backbone=tiny_backbone_dir) as mem:
+        mid = mem.write(FACTS[0])
+        assert mem.get(mid).text == FACTS[0]

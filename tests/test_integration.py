@@ -1,0 +1,67 @@
+"""The real shipped SmolLM2-135M-Instruct: the seed session written, closed, reopened and answered."""
+
+import pytest
+
+import ams
+from ams.backbone import cache_dir
+from ams.session import is_hit, load_session, seed_path
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def seed_store(tmp_path_factory):
+    session = load_session(seed_path())
+    path = tmp_path_factory.mktemp("seed") / "seed.db"
+    with ams.Memory.open(path) as mem:
+        mem.write_many([f.text for f in session.facts])
+        before = {m: [mem.generate(q.text, mode=m, max_new_tokens=30).text for q in session.queries]
+                  for m in ("hybrid", "text")}
+        searches = [[h.id for h in mem.search(q.text, k=3)] for q in session.queries]
+    return path, session, before, searches
+
+
+def test_shipped_backbone_is_cached_as_safetensors():
+    ams.Memory.open(":memory:").close()
+    target = cache_dir() / "backbones" / "smollm2-135m-instruct"
+    assert (target / "model.safetensors").is_file() and (target / "config.json").is_file()
+
+
+def test_reopened_store_gives_the_same_answers(seed_store):
+    path, session, before, searches = seed_store
+    with ams.Memory.open(path) as mem:
+        assert [[h.id for h in mem.search(q.text, k=3)] for q in session.queries] == searches
+        for mode in ("hybrid", "text"):
+            after = [mem.generate(q.text, mode=mode, max_new_tokens=30).text for q in session.queries]
+            assert after == before[mode]
+
+
+def test_retrieval_finds_the_gold_fact_first(seed_store):
+    path, session, _, _ = seed_store
+    ids = {f.text: f.id for f in session.facts}
+    with ams.Memory.open(path) as mem:
+        top = [ids[mem.search(q.text, k=1)[0].text] for q in session.queries]
+    assert sum(t in q.fact_ids for t, q in zip(top, session.queries)) >= 9
+
+
+def test_hybrid_answers_at_least_seven_of_ten_and_no_fewer_than_text(seed_store):
+    _, session, before, _ = seed_store
+    hits = {m: sum(is_hit(a, q.keywords, q.forbidden) for a, q in zip(before[m], session.queries)) for m in before}
+    assert hits["hybrid"] >= 7, hits
+    assert hits["hybrid"] >= hits["text"], hits
+
+
+def test_memory_free_answers_do_not_know_the_facts(seed_store):
+    _, session, _, _ = seed_store
+    with ams.Memory.open(":memory:") as mem:
+        mem.write_many([f.text for f in session.facts])
+        none = [mem.generate(q.text, mode="none", max_new_tokens=30).text for q in session.queries]
+    assert sum(is_hit(a, q.keywords) for a, q in zip(none, session.queries)) <= 2
+
+
+def test_store_opened_with_another_backbone_raises(tmp_path, tiny_backbone_dir):
+    path = tmp_path / "s.db"
+    with ams.Memory.open(path) as mem:
+        mem.write("I like tea.")
+    with pytest.raises(ams.StoreMismatch, match="smollm2"):
+        ams.Memory.open(path, backbone=tiny_backbone_dir)

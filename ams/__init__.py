@@ -7,8 +7,20 @@
 """
 
 from .config import KakeyaConfig, MemoryConfig, PrefixConfig, RetrievalConfig, TemporalConfig
-from .errors import (AmsError, BackboneNotFound, EmptyText, InvalidInput, MemoryNotFound, NotTrained,
-                     SchemaTooNew, StoreClosed, StoreCorrupted, StoreMismatch, TextTooLong, UnknownMode)
+from .errors import (
+                     AmsError,
+                     BackboneNotFound,
+                     EmptyText,
+                     InvalidInput,
+                     MemoryNotFound,
+                     NotTrained,
+                     SchemaTooNew,
+                     StoreClosed,
+                     StoreCorrupted,
+                     StoreMismatch,
+                     TextTooLong,
+                     UnknownMode,
+)
 from .memory import Memory
 from .types import MODES, Generation, Hit, MemoryRecord
 

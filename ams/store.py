@@ -101,7 +101,7 @@ class Store:
         self.db = sqlite_utils.Database(conn)
 
     @classmethod
-    def open(cls, path: str | Path, *, busy_timeout_ms: int = 10_000) -> "Store":
+    def open(cls, path: str | Path, *, busy_timeout_ms: int = 10_000) -> Store:
         """Open or create a store.
 
         Raises:

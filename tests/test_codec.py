@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from ams.config import KakeyaConfig
 from ams.errors import NotTrained, StoreCorrupted
 from ams.kakeya import KakeyaCodec, KakeyaRegistry, SphericalKMeans, canonical_axis, default_sets
-from ams.config import KakeyaConfig
 
 
 def anisotropic(n: int, d: int, seed: int) -> np.ndarray:

@@ -20,7 +20,7 @@ def test_write_get_and_get_all_in_write_order(fresh_store):
 
 def test_ts_accepts_unix_seconds_and_datetimes(fresh_store):
     a = fresh_store.write("I moved to Oslo.", ts=1_767_225_600)
-    when = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     b = fresh_store.write("I started a new job.", ts=when)
     assert fresh_store.get(a).ts == 1_767_225_600 and fresh_store.get(b).ts == when.timestamp()
 

@@ -63,7 +63,7 @@ class KakeyaCodec:
     def code_size(self) -> int:
         return self.d + 8
 
-    def train(self, xt: np.ndarray, axis: np.ndarray | None = None) -> "KakeyaCodec":
+    def train(self, xt: np.ndarray, axis: np.ndarray | None = None) -> KakeyaCodec:
         """Learn the frame from training vectors `xt` (n, d).
 
         Args:
@@ -136,7 +136,7 @@ class KakeyaCodec:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "KakeyaCodec":
+    def from_bytes(cls, data: bytes) -> KakeyaCodec:
         try:
             t = st_load(data)
             d, rank, n_seg, seed = (int(v) for v in t["meta"])

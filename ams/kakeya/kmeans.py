@@ -28,7 +28,7 @@ class SphericalKMeans:
         self.seed = seed
         self.centroids: np.ndarray | None = None
 
-    def train(self, x: np.ndarray) -> "SphericalKMeans":
+    def train(self, x: np.ndarray) -> SphericalKMeans:
         x = normalize_rows(np.asarray(x, dtype=np.float32))
         n = x.shape[0]
         k = min(self.k, n)

@@ -10,7 +10,8 @@ import argparse
 import json
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import AmsError
@@ -26,6 +27,20 @@ def _open(args: argparse.Namespace):
         backbone = store.get_meta("backbone_name")
         store.close()
     return Memory.open(args.store, backbone=backbone or "smollm2-135m-instruct", user_id=args.user)
+
+
+@contextmanager
+def _existing_store(path: str) -> Iterator:
+    """The raw store of an existing file, for commands that load no model."""
+    from .store import Store
+
+    if not Path(path).is_file():
+        raise AmsError(f"no store at {path}")
+    store = Store.open(path)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -83,12 +98,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Memories, bytes per memory, codec sets and backbone of a store, without loading models."""
     from .kakeya import KakeyaCodec
-    from .store import Store
 
-    if not Path(args.store).is_file():
-        raise AmsError(f"no store at {args.store}")
-    store = Store.open(args.store)
-    try:
+    with _existing_store(args.store) as store:
         n = store.count()
         size = Path(args.store).stat().st_size
         tables = store.bytes_by_table()
@@ -111,19 +122,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 print(f"{k:>24}: {v}")
             for r in store.memory_rows(args.user, limit=args.limit):
                 print(f"  {r['id']}  {r['session'] or '-':>8}  {r['text'][:90]}")
-    finally:
-        store.close()
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a user's memories as session-format JSON Lines (to a file or stdout)."""
-    from .store import Store
-
-    if not Path(args.store).is_file():
-        raise AmsError(f"no store at {args.store}")
-    store = Store.open(args.store)
-    try:
+    with _existing_store(args.store) as store:
         out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
         try:
             for r in store.memory_rows(args.user):
@@ -135,8 +139,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         finally:
             if out is not sys.stdout:
                 out.close()
-    finally:
-        store.close()
     return 0
 
 

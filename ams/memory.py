@@ -519,8 +519,7 @@ class Memory:
         if mode in ("prefix", "text", "hybrid"):
             points = self._query_points(query, session)
             rows, fused, _ = self._retrieve(query, points, k)
-            gate = self.config.retrieval.relative_gate * fused[0] if len(rows) else 0.0
-            rows = [r for r, s in zip(rows, fused) if s >= gate]
+            rows = _gate(rows, fused, self.config.retrieval.relative_gate)
         elif mode == "flat":
             points = self._query_points(query, session)
             rows = self._retrieve_flat(points, k)
@@ -654,6 +653,13 @@ def _with_facts(query: str, texts: list[str]) -> str:
     seed session; see BENCHMARKS.md)."""
     facts = "\n".join(f"- {t}" for t in texts)
     return f"Facts about me:\n{facts}\n\nQuestion: {query}\nAnswer using the facts above, in one short sentence."
+
+
+def _gate(rows: list[int], fused: np.ndarray, ratio: float) -> list[int]:
+    """Keep the best row and those scoring at least `ratio` of it (all of them when it is <= 0)."""
+    if not rows or fused[0] <= 0:
+        return rows
+    return [r for r, s in zip(rows, fused) if s >= ratio * fused[0]]
 
 
 def _to_unix(ts: Any, now: float) -> float:

@@ -163,6 +163,14 @@ def test_context_bundle_reads_the_session(fresh_store):
         fresh_store.write("Lima and Cusco were my favourite cities.", session="chat")
 
 
+def test_relative_gate_keeps_the_best_memory_whatever_the_sign():
+    from ams.memory import _gate
+
+    assert _gate([4, 7, 9], np.array([1.0, 0.85, 0.5]), 0.8) == [4, 7]
+    assert _gate([4, 7], np.array([-0.1, -0.3]), 0.8) == [4, 7]
+    assert _gate([], np.zeros(0), 0.8) == []
+
+
 class TestBadInput:
     @pytest.mark.parametrize("text", ["", "   \n\t", None, 42, b"bytes", ["a"]])
     def test_bad_text_is_rejected_and_nothing_is_written(self, fresh_store, text):

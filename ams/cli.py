@@ -154,6 +154,37 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv(kind):
+    def parse(text: str):
+        try:
+            return tuple(kind(x) for x in text.split(",") if x.strip())
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from e
+    return parse
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the session-viability benchmark; print the table, write the JSON report and plot."""
+    from .bench.viability import BenchConfig, format_table, plot, run, write_json
+
+    if args.weights is not None:
+        raise AmsError("--weights: trained channel weights are not supported yet (the training step adds them)")
+    session = args.session
+    ns = args.n or ((10, 20) if session == "seed" else (10, 20, 50, 100, 1000))
+    cfg = BenchConfig(session=session, ns=ns, modes=args.modes, backbone=args.backbone, k=args.k,
+                      max_new_tokens=args.max_new_tokens, seed=args.seed, queries=args.queries, split=args.split,
+                      retrieval_only=args.retrieval_only)
+    report = run(cfg, progress=not args.quiet)
+    print(format_table(report))
+    if args.json:
+        write_json(report, args.json)
+        print(f"report: {args.json}")
+    if args.plot:
+        plot(report, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ams", description="Long-term memory for chatbots that run their own LM.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -195,6 +226,25 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("file", help="JSON Lines file in the session format")
     m.add_argument("--backbone", default=None, help="backbone for a new store (default: smollm2-135m-instruct)")
     m.set_defaults(fn=cmd_import)
+
+    b = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
+    v = b.add_parser("session-viability", help="every injection mode, swept over the number of facts N")
+    v.add_argument("--session", default="synthetic", help="seed, synthetic, or a JSONL session file (default: synthetic)")
+    v.add_argument("--n", type=_csv(int), default=None, help="sizes to sweep (default: 10,20,50,100,1000; seed: 10,20)")
+    v.add_argument("--modes", type=_csv(str), default=("full", "prefix", "flat", "text", "hybrid", "none", "oracle"),
+                   help="modes, comma-separated (default: all, with oracle)")
+    v.add_argument("--backbone", default="smollm2-135m-instruct")
+    v.add_argument("--weights", default=None, help="trained channel weights (not supported yet)")
+    v.add_argument("--k", type=int, default=3, help="memories retrieved per question")
+    v.add_argument("--max-new-tokens", type=int, default=30)
+    v.add_argument("--seed", type=int, default=0, help="seed of the synthetic session")
+    v.add_argument("--queries", type=int, default=20, help="questions per synthetic session")
+    v.add_argument("--split", default="heldout", choices=["heldout", "train"], help="synthetic split")
+    v.add_argument("--retrieval-only", action="store_true", help="skip generation; recall, write and size only")
+    v.add_argument("--json", default=None, help="write the full report (every answer) here")
+    v.add_argument("--plot", default=None, help="write a PNG of hit-rate and prompt tokens against N")
+    v.add_argument("--quiet", action="store_true", help="no progress bar")
+    v.set_defaults(fn=cmd_bench)
     return p
 
 

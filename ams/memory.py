@@ -443,21 +443,29 @@ class Memory:
             index.remove(self._row_of[row.id])
 
     # -- retrieval ------------------------------------------------------------------------------
-    def search(self, query: str, *, k: int = 5, session: str | None = None) -> list[Hit]:
-        """The k memories that best fit `query`, by tree-filtered retrieval fused over the bundles.
+    def search(self, query: str, *, k: int = 5, session: str | None = None, method: str = "ams") -> list[Hit]:
+        """The k memories that best fit `query`.
 
         Args:
             query: the question or cue.
             k: how many memories to return.
             session: the asking conversation; its earlier turns shape the context bundle's query.
+            method: "ams" (tree-filtered retrieval fused over the bundles) or "flat" (FAISS exact
+                cosine on the topic vectors alone, what `flat` mode uses).
 
         Returns:
-            Hits, best first, each with its fused score and per-bundle scores.
+            Hits, best first, each with its score and, for "ams", the per-bundle scores.
         """
         self._check_open()
         query = self._validate_query(query)
         k = _positive_int(k, "k")
-        rows, fused, per = self._retrieve(query, self._query_points(query, session), k)
+        if method not in ("ams", "flat"):
+            raise InvalidInput(f"method must be 'ams' or 'flat', got {method!r}")
+        points = self._query_points(query, session)
+        if method == "flat":
+            rows = self._retrieve_flat(points, k)
+            return [self._hit(r, float(self._index["topic"].x[r] @ points["topic"]), {}) for r in rows]
+        rows, fused, per = self._retrieve(query, points, k)
         return [self._hit(r, fused[i], {b: float(per[b][i]) for b in per}) for i, r in enumerate(rows)]
 
     def _query_points(self, query: str, session: str | None) -> dict[str, np.ndarray]:
@@ -490,7 +498,7 @@ class Memory:
 
     # -- generation -----------------------------------------------------------------------------
     def generate(self, query: str, *, mode: str = "hybrid", k: int = 3, max_new_tokens: int = 64,
-                 session: str | None = None) -> Generation:
+                 session: str | None = None, memory_ids: list[str] | None = None) -> Generation:
         """Answer `query` with the backbone, its memory injected as `mode` says.
 
         Args:
@@ -501,6 +509,8 @@ class Memory:
             k: memories retrieved (all modes but full and none).
             max_new_tokens: the most tokens generated (greedy).
             session: the asking conversation (shapes retrieval's context query).
+            memory_ids: use exactly these memories (in this order) instead of retrieving; for
+                `text`, `flat`, `hybrid` and `prefix` modes (an "oracle" run passes the gold ones).
 
         Returns:
             A `Generation` with the text, the memories used and timings.
@@ -516,7 +526,12 @@ class Memory:
         t0 = time.perf_counter()
         rows: list[int] = []
         points = None
-        if mode in ("prefix", "text", "hybrid"):
+        if memory_ids is not None:
+            if mode in ("full", "none"):
+                raise InvalidInput(f"memory_ids has no effect in {mode!r} mode")
+            rows = [self._row_of[self.get(m).id] for m in memory_ids]
+            points = self._query_points(query, session)
+        elif mode in ("prefix", "text", "hybrid"):
             points = self._query_points(query, session)
             rows, fused, _ = self._retrieve(query, points, k)
             rows = _gate(rows, fused, self.config.retrieval.relative_gate)

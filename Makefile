@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -22,6 +22,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m ams.cli bench session-viability --json bench.json --plot bench.png
 
 lint: $(STAMP)
 	.venv/bin/ruff check ams tests examples benchmarks

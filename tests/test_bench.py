@@ -135,3 +135,20 @@ def test_retrieval_only_sweep_reports_both_methods(tiny_backbone_dir):
 def test_weights_flag_is_refused_until_supported(capsys):
     assert main(["bench", "session-viability", "--weights", "w.safetensors"]) == 2
     assert "not supported yet" in capsys.readouterr().err
+
+
+def test_a_session_file_is_cut_to_its_first_n_facts(tmp_path):
+    path = tmp_path / "s.jsonl"
+    lines = [{"type": "fact", "id": f"a{i}", "text": f"Fact {i}."} for i in range(6)]
+    lines += [{"type": "query", "text": "q1?", "keywords": ["x"], "fact_ids": ["a1"]},
+              {"type": "query", "text": "q5?", "keywords": ["y"], "fact_ids": ["a5"]},
+              {"type": "query", "text": "any?", "keywords": ["z"]}]
+    path.write_text("\n".join(json.dumps(x) for x in lines))
+    s = session_for(BenchConfig(session=str(path)), 3)
+    assert [f.id for f in s.facts] == ["a0", "a1", "a2"]
+    assert [q.text for q in s.queries] == ["q1?", "any?"]  # q5 asks about a fact that was cut
+    with pytest.raises(ams.InvalidInput, match="too many"):
+        session_for(BenchConfig(session=str(path)), 7)
+    path.write_text('{"type": "fact", "text": "ok"}\nnot json\n')
+    with pytest.raises(ams.InvalidInput, match="not JSON"):
+        session_for(BenchConfig(session=str(path)), 1)

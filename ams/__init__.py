@@ -15,6 +15,7 @@ from .errors import (
                      MemoryNotFound,
                      NotTrained,
                      SchemaTooNew,
+                     StoreBusy,
                      StoreClosed,
                      StoreCorrupted,
                      StoreMismatch,
@@ -29,6 +30,6 @@ __version__ = "0.1.0"
 __all__ = [
     "MODES", "AmsError", "BackboneNotFound", "EmptyText", "Generation", "Hit", "InvalidInput",
     "KakeyaConfig", "Memory", "MemoryConfig", "MemoryNotFound", "MemoryRecord", "NotTrained",
-    "PrefixConfig", "RetrievalConfig", "SchemaTooNew", "StoreClosed", "StoreCorrupted",
+    "PrefixConfig", "RetrievalConfig", "SchemaTooNew", "StoreBusy", "StoreClosed", "StoreCorrupted",
     "StoreMismatch", "TemporalConfig", "TextTooLong", "UnknownMode", "__version__",
 ]

@@ -173,7 +173,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     ns = args.n or ((10, 20) if session == "seed" else (10, 20, 50, 100, 1000))
     cfg = BenchConfig(session=session, ns=ns, modes=args.modes, backbone=args.backbone, k=args.k,
                       max_new_tokens=args.max_new_tokens, seed=args.seed, queries=args.queries, split=args.split,
-                      retrieval_only=args.retrieval_only)
+                      retrieval_only=args.retrieval_only, batch_size=args.batch_size)
     report = run(cfg, progress=not args.quiet)
     print(format_table(report))
     if args.json:
@@ -240,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0, help="seed of the synthetic session")
     v.add_argument("--queries", type=int, default=20, help="questions per synthetic session")
     v.add_argument("--split", default="heldout", choices=["heldout", "train"], help="synthetic split")
+    v.add_argument("--batch-size", type=int, default=8, help="questions generated together (default: 8)")
     v.add_argument("--retrieval-only", action="store_true", help="skip generation; recall, write and size only")
     v.add_argument("--json", default=None, help="write the full report (every answer) here")
     v.add_argument("--plot", default=None, help="write a PNG of hit-rate and prompt tokens against N")

@@ -52,3 +52,7 @@ class NotTrained(AmsError):
 
 class BackboneNotFound(AmsError):
     """The backbone name or path could not be resolved to a model."""
+
+
+class StoreBusy(AmsError):
+    """Another writer held the store's lock for longer than the busy timeout."""

@@ -17,9 +17,11 @@ import datetime as _dt
 import functools
 import json
 import math
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +34,11 @@ from .bundles import BUNDLES, ContextBundle, TemporalBundle, TopicBundle, contex
 from .config import MemoryConfig
 from .embedder import SentenceEncoder
 from .errors import (
+    AmsError,
     EmptyText,
     InvalidInput,
     MemoryNotFound,
+    StoreBusy,
     StoreClosed,
     StoreCorrupted,
     StoreMismatch,
@@ -60,6 +64,37 @@ def _shared_embedder() -> SentenceEncoder:
     return SentenceEncoder.shipped()
 
 
+def _guarded(fn):
+    """Translate what SQLite raises on a damaged or locked file into the library's typed errors."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.OperationalError as e:
+            msg = str(e).lower()
+            if "locked" in msg or "busy" in msg:
+                raise StoreBusy(f"the store stayed locked by another writer: {e}") from e
+            if "full" in msg or "readonly" in msg or "i/o" in msg:
+                raise AmsError(f"the store file could not be written: {e}") from e
+            raise StoreCorrupted(f"the store is damaged: {e}") from e
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
+            raise StoreCorrupted(f"the store is damaged: {e}") from e
+
+    return wrapper
+
+
+@dataclass
+class _Plan:
+    """One question, ready for the backbone."""
+
+    ids: list[int]  # prompt token ids
+    prefix: torch.Tensor | None  # (L, d) prefix embeddings
+    rows: list[int]  # index rows of the memories used
+    retrieve_ms: float
+    truncated: bool
+
+
 class Memory:
     """A user's long-term memory in one SQLite store. Open with `Memory.open`."""
 
@@ -83,6 +118,7 @@ class Memory:
 
     # -- opening --------------------------------------------------------------------------------
     @classmethod
+    @_guarded
     def open(cls, path: str | Path, *, backbone: str = DEFAULT_BACKBONE, user_id: str = "default",
              config: MemoryConfig | None = None) -> Memory:
         """Open (or create) a memory store for one user.
@@ -106,6 +142,7 @@ class Memory:
         """
         if not isinstance(user_id, str) or not user_id.strip():
             raise InvalidInput("user_id must be a non-empty string")
+        _check_encodable(user_id, "user_id")
         if config is not None and not isinstance(config, MemoryConfig):
             raise InvalidInput("config must be an ams.MemoryConfig")
         store = Store.open(path)
@@ -120,16 +157,16 @@ class Memory:
     @staticmethod
     def _bind(store: Store, bb: HFBackbone, config: MemoryConfig | None) -> MemoryConfig:
         """Record the backbone and config in a new store; check them against an existing one."""
-        ident, stored_cfg = store.get_meta("backbone_identity"), store.get_meta("config")
-        if ident is None:
-            config = config or MemoryConfig()
-            with store.atomic():
+        with store.write():  # two processes may create the store at once: the first one binds it
+            ident, stored_cfg = store.get_meta("backbone_identity"), store.get_meta("config")
+            if ident is None:
+                config = config or MemoryConfig()
                 store.set_meta("backbone_identity", bb.identity)
                 store.set_meta("backbone_name", bb.name)
                 store.set_meta("embedder", config.embedder)
                 store.set_meta("config", config.model_dump_json())
                 store.set_meta("created_at", repr(time.time()))
-            return config
+                return config
         if ident != bb.identity:
             raise StoreMismatch(
                 f"store was written with backbone {store.get_meta('backbone_name')!r} "
@@ -148,15 +185,16 @@ class Memory:
 
     def _load(self) -> None:
         """Rebuild the in-memory indexes from the store (decoded fields, this user only)."""
-        for set_name, version, trained_at, data in self.store.codecs():
-            if set_name in self.registry.sets:
-                self.registry.load(set_name, version, trained_at, data)
-        rows = self.store.memory_rows(self.user_id)
-        self._ids = [r["id"] for r in rows]
-        self._row_of = {m: i for i, m in enumerate(self._ids)}
-        self._ts = np.array([r["ts"] for r in rows], dtype=np.float64)
-        self._session = [r["session"] for r in rows]
-        self._access = np.array([r["access_count"] for r in rows], dtype=np.float64)
+        with self.store.atomic():  # one snapshot, even while other processes write
+            self._data_version = self.store.data_version()
+            self._event = self.store.last_event_id()
+            self._codec_keys = self.store.codec_keys()
+            for set_name, version, trained_at, data in self.store.codecs():
+                if set_name in self.registry.sets:
+                    self.registry.load(set_name, version, trained_at, data)
+            rows = self.store.memory_rows(self.user_id)
+            content = self._decoded(self.store.vectors(self.user_id, "content"), "content")
+            context = self._decoded(self.store.vectors(self.user_id, "context"), "context")
         rc = self.config.retrieval
         tree = dict(exact_below=rc.exact_below, branching=rc.branching, leaf_size=rc.leaf_size, beam=rc.beam)
         self._index = {
@@ -164,13 +202,64 @@ class Memory:
             "topic": BundleIndex(self.topic.d_base, **tree),
             "context": BundleIndex(self.context.d_base, **tree),
         }
+        self._ids, self._row_of, self._session, self._by_session = [], {}, [], {}
+        self._ts, self._access = np.zeros(0), np.zeros(0)
+        if rows and (len(content) != len(rows) or len(context) != len(rows)):
+            raise StoreCorrupted("a memory is missing its content or context vector")
+        self._append(rows, content, context)
+
+    def _append(self, rows: list[dict], content: np.ndarray, context: np.ndarray) -> None:
+        """Add stored rows, in write order, with their decoded content and context vectors."""
         if not rows:
             return
-        content = self._decoded(self.store.vectors(self.user_id, "content"), "content")
-        context = self._decoded(self.store.vectors(self.user_id, "context"), "context")
-        if len(content) != len(rows) or len(context) != len(rows):
-            raise StoreCorrupted("a memory is missing its content or context vector")
-        self._add_to_index(self._ts, content, context)
+        for r in rows:
+            if r["session"] is not None:
+                self._by_session.setdefault(r["session"], []).append(len(self._ids))
+            self._row_of[r["id"]] = len(self._ids)
+            self._ids.append(r["id"])
+            self._session.append(r["session"])
+        ts = np.array([r["ts"] for r in rows], dtype=np.float64)
+        self._ts = np.concatenate([self._ts, ts])
+        self._access = np.concatenate([self._access, [float(r.get("access_count") or 0) for r in rows]])
+        self._index["temporal"].add(self.temporal.encode(ts, now=0.0, access_count=np.zeros(len(ts))).dirn.numpy())
+        self._index["topic"].add(self._dirn(self.topic, content))
+        self._index["context"].add(self._dirn(self.context, context))
+
+    @staticmethod
+    def _dirn(bundle, x: np.ndarray) -> np.ndarray:
+        return bundle.encode(torch.from_numpy(np.asarray(x, dtype=np.float32)), torch.zeros(len(x), 1)).dirn.numpy()
+
+    def _sync(self) -> None:
+        """Catch the in-memory index up with what other processes committed since it last looked.
+
+        Cheap when nothing changed (one pragma). Another process's adds and deletes are applied
+        from the history log; a retrained codec set (which re-codes stored rows) reloads all.
+        Call it inside a transaction, so what it reads is the snapshot the caller then uses.
+        """
+        self.store.pin()
+        version = self.store.data_version()
+        if version == self._data_version:
+            return
+        if self.store.codec_keys() != self._codec_keys:
+            self._load()
+            return
+        events = self.store.events_since(self.user_id, self._event)
+        self._data_version, self._event = version, self.store.last_event_id()
+        gone = {m for _, m, e in events if e == "DELETE"}
+        changed = {m for _, m, e in events if e == "UPDATE"} - gone
+        new = [m for _, m, e in events if e == "ADD" and m not in self._row_of and m not in gone]
+        for m in gone:
+            if m in self._row_of:
+                for index in self._index.values():
+                    index.remove(self._row_of[m])
+        if new:
+            rows = self.store.memory_rows_by_id(self.user_id, new)
+            ids = [r["id"] for r in rows]
+            self._append(rows, self._fetch(ids, "content"), self._fetch(ids, "context"))
+        for m in changed & set(self._row_of):
+            i = self._row_of[m]
+            self._index["topic"].replace(i, self._dirn(self.topic, self._fetch([m], "content"))[0])
+            self._index["context"].replace(i, self._dirn(self.context, self._fetch([m], "context"))[0])
 
     def _decoded(self, items: list[tuple[str, int, np.ndarray]], field: str) -> np.ndarray:
         """Stack (memory_id, version, data) rows into decoded vectors, one batch per codec version."""
@@ -193,11 +282,6 @@ class Memory:
             raise StoreCorrupted(f"vectors of {field!r} name codec version {version} that the store lacks")
         return self.registry.decode(field, version, codes)
 
-    def _add_to_index(self, ts: np.ndarray, content: np.ndarray, context: np.ndarray) -> None:
-        self._index["temporal"].add(self.temporal.encode(ts, now=0.0, access_count=np.zeros(len(ts))).dirn.numpy())
-        self._index["topic"].add(self.topic.encode(torch.from_numpy(content), torch.zeros(len(ts), 1)).dirn.numpy())
-        self._index["context"].add(self.context.encode(torch.from_numpy(context), torch.zeros(len(ts), 1)).dirn.numpy())
-
     # -- writing --------------------------------------------------------------------------------
     def write(self, text: str, *, ts: float | _dt.datetime | None = None, session: str | None = None,
               role: str = "user", meta: Mapping[str, Any] | None = None) -> str:
@@ -218,6 +302,7 @@ class Memory:
         """
         return self.write_many([{"text": text, "ts": ts, "session": session, "role": role, "meta": meta}])[0]
 
+    @_guarded
     def write_many(self, items: Iterable[str | Mapping[str, Any]]) -> list[str]:
         """Store many memories in one transaction: all of them, or none on any error.
 
@@ -239,14 +324,16 @@ class Memory:
         texts = [r["text"] for r in rows]
         content = self.embedder.encode(texts).numpy()  # (N, d_e)
         enc = self.backbone.encode(texts)
-        fields = {"content": content, "context": self._context_points(rows, content),
-                  "salient": enc.salient.numpy(), "hidden": enc.hidden.numpy()}
         trained_before = {s: set(c.versions) for s, c in self.registry.sets.items()}
         try:
-            with self.store.atomic():
+            with self.store.write():  # the write lock first: sessions and codec sets read as they stand
+                self._sync()
+                fields = {"content": content, "context": self._context_points(rows, content),
+                          "salient": enc.salient.numpy(), "hidden": enc.hidden.numpy()}
                 for r in rows:
                     self.store.insert_memory(r)
                 retrained = self._store_fields([r["id"] for r in rows], fields)
+                event = self.store.last_event_id()
         except BaseException:
             for s, versions in trained_before.items():  # forget codecs the rollback removed
                 for v in set(self.registry.sets[s].versions) - versions:
@@ -255,13 +342,8 @@ class Memory:
         if retrained:
             self._load()  # rows were re-coded: read back what inference must use, the decoded fields
         else:
-            self._ids += [r["id"] for r in rows]
-            self._row_of.update({r["id"]: len(self._row_of) + i for i, r in enumerate(rows)})
-            self._ts = np.concatenate([self._ts, [r["ts"] for r in rows]])
-            self._session += [r["session"] for r in rows]
-            self._access = np.concatenate([self._access, np.zeros(len(rows))])
-            self._add_to_index(np.array([r["ts"] for r in rows]), self._roundtrip("content", content),
-                               self._roundtrip("context", fields["context"]))
+            self._append(rows, self._roundtrip("content", content), self._roundtrip("context", fields["context"]))
+            self._event = event
         return [r["id"] for r in rows]
 
     def _roundtrip(self, field: str, x: np.ndarray) -> np.ndarray:
@@ -309,6 +391,8 @@ class Memory:
         session = item.get("session")
         if session is not None and not isinstance(session, str):
             raise InvalidInput(f"item {i}: session must be a string or None")
+        if session is not None:
+            _check_encodable(session, f"item {i}: session")
         meta = item.get("meta")
         if meta is not None:
             if not isinstance(meta, Mapping):
@@ -332,6 +416,7 @@ class Memory:
             raise InvalidInput(f"{what} must be a string, got {type(text).__name__}")
         if not text.strip():
             raise EmptyText(f"{what} is empty")
+        _check_encodable(text, what)
         n = self.backbone.count_tokens(text)
         if n > self.max_memory_tokens:
             raise TextTooLong(f"{what} has {n} backbone tokens; the limit is {self.max_memory_tokens} "
@@ -350,11 +435,13 @@ class Memory:
             out[i] = self._mix(content[i], earlier, m)
         return out
 
-    def _session_contents(self, session: str | None) -> list[np.ndarray]:
+    def _session_contents(self, session: str | None, before: int | None = None) -> list[np.ndarray]:
+        """The topic vectors of a session's live turns, in write order (those before row `before`)."""
         if session is None:
             return []
-        rows = [i for i, s in enumerate(self._session) if s == session and self._index["topic"].alive[i]]
-        return [self._index["topic"].x[i] for i in rows]
+        topic = self._index["topic"]
+        return [topic.x[i] for i in self._by_session.get(session, ())
+                if topic.alive[i] and (before is None or i < before)]
 
     @staticmethod
     def _mix(own: np.ndarray, earlier: list[np.ndarray], m: int) -> np.ndarray:
@@ -365,6 +452,7 @@ class Memory:
         return t[0].numpy()
 
     # -- reading --------------------------------------------------------------------------------
+    @_guarded
     def get(self, memory_id: str) -> MemoryRecord:
         """One memory by id.
 
@@ -377,6 +465,7 @@ class Memory:
             raise MemoryNotFound(f"no memory {memory_id!r} for user {self.user_id!r}")
         return _record(row)
 
+    @_guarded
     def get_all(self, *, limit: int = 100, offset: int = 0) -> list[MemoryRecord]:
         """This user's memories in write order.
 
@@ -389,6 +478,7 @@ class Memory:
             raise InvalidInput("limit must be an int >= -1 and offset an int >= 0")
         return [_record(r) for r in self.store.memory_rows(self.user_id, limit=limit, offset=offset)]
 
+    @_guarded
     def history(self, memory_id: str) -> list[dict]:
         """The ADD / UPDATE / DELETE events of a memory, oldest first (kept after a delete).
 
@@ -401,10 +491,16 @@ class Memory:
             raise MemoryNotFound(f"no memory {memory_id!r} for user {self.user_id!r}")
         return events
 
+    @_guarded
     def __len__(self) -> int:
+        """This user's memories, counting what other processes have written to the store."""
+        self._check_open()
+        with self.store.atomic():
+            self._sync()
         return len(self._index["topic"])
 
     # -- changing -------------------------------------------------------------------------------
+    @_guarded
     def update(self, memory_id: str, text: str) -> None:
         """Replace a memory's text and re-encode it; its id, time and session stay.
 
@@ -416,19 +512,25 @@ class Memory:
         text = self._validate_text(text)
         content = self.embedder.encode([text]).numpy()
         enc = self.backbone.encode([text])
-        i = self._row_of[row.id]
-        earlier = [self._index["topic"].x[j] for j in range(i) if self._session[j] == row.session
-                   and row.session is not None and self._index["topic"].alive[j]]
-        context = self._mix(content[0], earlier, self.config.context_turns)[None]
-        fields = {"content": content, "context": context, "salient": enc.salient.numpy(), "hidden": enc.hidden.numpy()}
-        with self.store.atomic():
+        with self.store.write():
+            self._sync()
+            if self.store.memory_row(self.user_id, row.id) is None:  # deleted by another process meanwhile
+                raise MemoryNotFound(f"no memory {memory_id!r} for user {self.user_id!r}")
+            i = self._row_of[row.id]
+            earlier = self._session_contents(row.session, before=i)
+            context = self._mix(content[0], earlier, self.config.context_turns)[None]
+            fields = {"content": content, "context": context, "salient": enc.salient.numpy(),
+                      "hidden": enc.hidden.numpy()}
             self.store.update_text(self.user_id, row.id, text, time.time())
             for name, x in fields.items():
                 coded = self.registry.encode(name, x)
                 self.store.put_vector(row.id, name, *(coded[0], coded[1][0]) if coded else (0, x[0]))
-        self._index["topic"].replace(i, self._roundtrip("content", content)[0])
-        self._index["context"].replace(i, self._roundtrip("context", context)[0])
+            event = self.store.last_event_id()
+        self._index["topic"].replace(i, self._dirn(self.topic, self._roundtrip("content", content))[0])
+        self._index["context"].replace(i, self._dirn(self.context, self._roundtrip("context", context))[0])
+        self._event = event
 
+    @_guarded
     def delete(self, memory_id: str) -> None:
         """Delete a memory of this user; it never comes back in search or generate.
 
@@ -436,14 +538,21 @@ class Memory:
             MemoryNotFound: no such memory for this user.
         """
         self._check_open()
-        row = self.get(memory_id)
-        with self.store.atomic():
-            self.store.delete_memory(self.user_id, row.id, time.time())
+        memory_id = self._validate_id(memory_id)
+        with self.store.write():
+            self._sync()
+            if self.store.memory_row(self.user_id, memory_id) is None:
+                raise MemoryNotFound(f"no memory {memory_id!r} for user {self.user_id!r}")
+            self.store.delete_memory(self.user_id, memory_id, time.time())
+            event = self.store.last_event_id()
         for index in self._index.values():
-            index.remove(self._row_of[row.id])
+            index.remove(self._row_of[memory_id])
+        self._event = event
 
     # -- retrieval ------------------------------------------------------------------------------
-    def search(self, query: str, *, k: int = 5, session: str | None = None, method: str = "ams") -> list[Hit]:
+    @_guarded
+    def search(self, query: str, *, k: int = 5, session: str | None = None, method: str = "ams",
+               now: float | _dt.datetime | None = None) -> list[Hit]:
         """The k memories that best fit `query`.
 
         Args:
@@ -452,6 +561,8 @@ class Memory:
             session: the asking conversation; its earlier turns shape the context bundle's query.
             method: "ams" (tree-filtered retrieval fused over the bundles) or "flat" (FAISS exact
                 cosine on the topic vectors alone, what `flat` mode uses).
+            now: when the question is asked (unix seconds or a datetime; default the clock): the
+                temporal bundle's query point. Pass it to make results independent of the clock.
 
         Returns:
             Hits, best first, each with its score and, for "ams", the per-bundle scores.
@@ -461,26 +572,30 @@ class Memory:
         k = _positive_int(k, "k")
         if method not in ("ams", "flat"):
             raise InvalidInput(f"method must be 'ams' or 'flat', got {method!r}")
-        points = self._query_points(query, session)
-        if method == "flat":
-            rows = self._retrieve_flat(points, k)
-            return [self._hit(r, float(self._index["topic"].x[r] @ points["topic"]), {}) for r in rows]
-        rows, fused, per = self._retrieve(query, points, k)
-        return [self._hit(r, fused[i], {b: float(per[b][i]) for b in per}) for i, r in enumerate(rows)]
+        now = _to_unix(now, time.time(), "now")
+        with self.store.atomic():  # one snapshot: every hit is a whole, live memory
+            self._sync()
+            points = self._query_points(query, session, now)
+            if method == "flat":
+                rows = self._retrieve_flat(points, k)
+                return [self._hit(r, float(self._index["topic"].x[r] @ points["topic"]), {}) for r in rows]
+            rows, fused, per = self._retrieve(points, k)
+            return [self._hit(r, fused[i], {b: float(per[b][i]) for b in per}) for i, r in enumerate(rows)]
 
-    def _query_points(self, query: str, session: str | None) -> dict[str, np.ndarray]:
+    def _query_points(self, query: str, session: str | None, now: float) -> dict[str, np.ndarray]:
         content = self.embedder.encode([query]).numpy()[0]
         ctx = self._mix(content, self._session_contents(session), self.config.context_turns)
         return {"topic": self.topic.query(torch.from_numpy(content)).numpy(),
                 "context": self.context.query(torch.from_numpy(ctx)).numpy(),
-                "temporal": self.temporal.query(time.time()).numpy()}
+                "temporal": self.temporal.query(now).numpy()}
 
-    def _retrieve(self, query: str, points: dict[str, np.ndarray], k: int):
-        if len(self) == 0:
+    def _retrieve(self, points: dict[str, np.ndarray], k: int):
+        n = len(self._index["topic"])
+        if n == 0:
             return [], np.zeros(0), {b: np.zeros(0) for b in BUNDLES}
         rc = self.config.retrieval
         weights = {"topic": rc.topic_weight, "context": rc.context_weight, "temporal": rc.temporal_weight}
-        fused, rows, per = fuse(self._index, points, weights, k=min(k, len(self)),
+        fused, rows, per = fuse(self._index, points, weights, k=min(k, n),
                                 candidates=max(rc.candidates, k))
         return rows.tolist(), fused, per
 
@@ -498,7 +613,8 @@ class Memory:
 
     # -- generation -----------------------------------------------------------------------------
     def generate(self, query: str, *, mode: str = "hybrid", k: int = 3, max_new_tokens: int = 64,
-                 session: str | None = None, memory_ids: list[str] | None = None) -> Generation:
+                 session: str | None = None, memory_ids: list[str] | None = None,
+                 now: float | _dt.datetime | None = None) -> Generation:
         """Answer `query` with the backbone, its memory injected as `mode` says.
 
         Args:
@@ -511,6 +627,7 @@ class Memory:
             session: the asking conversation (shapes retrieval's context query).
             memory_ids: use exactly these memories (in this order) instead of retrieving; for
                 `text`, `flat`, `hybrid` and `prefix` modes (an "oracle" run passes the gold ones).
+            now: when the question is asked (default the clock); see `search`.
 
         Returns:
             A `Generation` with the text, the memories used and timings.
@@ -518,27 +635,92 @@ class Memory:
         Raises:
             UnknownMode, EmptyText, InvalidInput: bad arguments.
         """
+        return self.generate_many([query], mode=mode, k=k, max_new_tokens=max_new_tokens, session=session,
+                                  memory_ids=None if memory_ids is None else [memory_ids], now=now)[0]
+
+    @_guarded
+    def generate_many(self, queries: list[str], *, mode: str = "hybrid", k: int = 3, max_new_tokens: int = 64,
+                      session: str | None = None, memory_ids: list[list[str]] | None = None,
+                      batch_size: int = 8, now: float | _dt.datetime | None = None) -> list[Generation]:
+        """Answer several questions, generating `batch_size` of them at a time in one batch.
+
+        Each answer is the one `generate` gives for its question up to float rounding in the
+        padded batch (greedy decoding; tested equal on the shipped model). All questions are
+        retrieved before any is answered, so an answer's prefix does not see the access counts
+        that the batch's earlier questions add.
+
+        Args:
+            queries: the questions.
+            mode, k, max_new_tokens, session, now: as for `generate`, shared by every question.
+            memory_ids: one list of memory ids per question, used instead of retrieving.
+            batch_size: questions generated together; 1 answers them one by one.
+
+        Returns:
+            One `Generation` per question, in order. Its `generate_ms` is its batch's time divided
+            by the batch's size, and `batch` says how many questions shared it.
+
+        Raises:
+            UnknownMode, EmptyText, InvalidInput: bad arguments (checked before any work).
+        """
         self._check_open()
         if mode not in MODES:
             raise UnknownMode(f"mode must be one of {MODES}, got {mode!r}")
-        query = self._validate_query(query)
+        if isinstance(queries, str) or not isinstance(queries, (list, tuple)):
+            raise InvalidInput("queries must be a list of strings")
+        queries = [self._validate_query(q) for q in queries]
         k, max_new_tokens = _positive_int(k, "k"), _positive_int(max_new_tokens, "max_new_tokens")
-        t0 = time.perf_counter()
-        rows: list[int] = []
-        points = None
+        batch_size = _positive_int(batch_size, "batch_size")
+        now = _to_unix(now, time.time(), "now")
         if memory_ids is not None:
             if mode in ("full", "none"):
                 raise InvalidInput(f"memory_ids has no effect in {mode!r} mode")
-            rows = [self._row_of[self.get(m).id] for m in memory_ids]
-            points = self._query_points(query, session)
+            if len(memory_ids) != len(queries):
+                raise InvalidInput(f"{len(queries)} queries but {len(memory_ids)} memory_ids lists")
+        with self.store.atomic():  # one snapshot for every question's retrieval and memory texts
+            self._sync()
+            if memory_ids is not None:
+                chosen = [[self._row_of[self.get(m).id] for m in ids] for ids in memory_ids]
+            plans = [self._plan(q, mode, k, max_new_tokens, session, None if memory_ids is None else chosen[i], now)
+                     for i, q in enumerate(queries)]
+        out: list[Generation] = []
+        for i in range(0, len(plans), batch_size):
+            batch = plans[i : i + batch_size]
+            t0 = time.perf_counter()
+            texts = self.backbone.generate_batch([p.ids for p in batch], prefixes=[p.prefix for p in batch],
+                                                 max_new_tokens=max_new_tokens)
+            generate_ms = (time.perf_counter() - t0) * 1000 / len(batch)
+            used = [r for p in batch for r in p.rows]  # a memory two questions used counts twice
+            if used:
+                try:
+                    with self.store.write():
+                        self.store.touch(self.user_id, [self._ids[r] for r in used], time.time())
+                    np.add.at(self._access, used, 1)
+                except StoreBusy:  # access counts are best effort: an answer is not lost for one
+                    pass
+            for p, text in zip(batch, texts):
+                slots = 0 if p.prefix is None else int(p.prefix.shape[0])
+                out.append(Generation(text=text, mode=mode, memory_ids=[self._ids[r] for r in p.rows],
+                                      in_tokens=len(p.ids) + slots, prefix_slots=slots, retrieve_ms=p.retrieve_ms,
+                                      generate_ms=generate_ms, truncated=p.truncated, batch=len(batch)))
+        return out
+
+    def _plan(self, query: str, mode: str, k: int, max_new_tokens: int, session: str | None,
+              chosen: list[int] | None, now: float) -> _Plan:
+        """Retrieve for one question and build what the backbone is given: prompt ids and prefix."""
+        t0 = time.perf_counter()
+        rows: list[int] = []
+        points = None
+        if chosen is not None:
+            rows = chosen
+            points = self._query_points(query, session, now)
         elif mode in ("prefix", "text", "hybrid"):
-            points = self._query_points(query, session)
-            rows, fused, _ = self._retrieve(query, points, k)
+            points = self._query_points(query, session, now)
+            rows, fused, _ = self._retrieve(points, k)
             rows = _gate(rows, fused, self.config.retrieval.relative_gate)
         elif mode == "flat":
-            points = self._query_points(query, session)
+            points = self._query_points(query, session, now)
             rows = self._retrieve_flat(points, k)
-        prefix = self._prefix(query, points, rows) if mode in ("prefix", "hybrid") and rows else None
+        prefix = self._prefix(query, points, rows, now) if mode in ("prefix", "hybrid") and rows else None
         retrieve_ms = (time.perf_counter() - t0) * 1000
         budget = min(self.backbone.max_context, self.config.max_context_tokens) - max_new_tokens
         budget -= 0 if prefix is None else prefix.shape[0]
@@ -550,24 +732,13 @@ class Memory:
                                               for r in rows], budget)
         else:
             ids = self.backbone.chat_ids(query, system=self.config.system_prompt)
-        t1 = time.perf_counter()
-        text = self.backbone.generate(ids, prefix=prefix, max_new_tokens=max_new_tokens)
-        generate_ms = (time.perf_counter() - t1) * 1000
-        used = [self._ids[r] for r in rows]
-        if used:
-            with self.store.atomic():
-                self.store.touch(self.user_id, used, time.time())
-            self._access[rows] += 1
-        slots = 0 if prefix is None else int(prefix.shape[0])
-        return Generation(text=text, mode=mode, memory_ids=used, in_tokens=len(ids) + slots, prefix_slots=slots,
-                          retrieve_ms=retrieve_ms, generate_ms=generate_ms, truncated=truncated)
+        return _Plan(ids=ids, prefix=prefix, rows=rows, retrieve_ms=retrieve_ms, truncated=truncated)
 
-    def _prefix(self, query: str, points: dict[str, np.ndarray], rows: list[int]) -> torch.Tensor:
+    def _prefix(self, query: str, points: dict[str, np.ndarray], rows: list[int], now: float) -> torch.Tensor:
         """Cross-bundle attention over the retrieved memories' decoded fibers -> (L, d)."""
         ids = [self._ids[r] for r in rows]
         fib = {f: self._fetch(ids, f) for f in ("salient", "hidden")}
         ts = self._ts[rows]
-        now = time.time()
         temporal = self.temporal.encode(ts, now=now, access_count=self._access[rows])
         dirn = {b: torch.from_numpy(self._index[b].x[rows])[None] for b in BUNDLES}  # (1, K, d_base)
         fiber = {"temporal": temporal.fiber[None], "topic": torch.from_numpy(fib["salient"])[None],
@@ -606,25 +777,33 @@ class Memory:
         return self.backbone.chat_ids(_with_facts(query, history), system=self.config.system_prompt), kept < len(texts)
 
     # -- checks ---------------------------------------------------------------------------------
+    @_guarded
     def verify(self) -> dict[str, Any]:
         """Check the store's invariants for this user; raise `StoreCorrupted` on the first broken one.
 
-        Checked: every memory has one (base, fiber, dirn) triple per bundle (its vectors exist and
-        decode to the bundle's widths); no field of width >= d_model is stored raw once its set is
+        Checked: every memory row and vector matches its checksum; every memory has one (base,
+        fiber, dirn) triple per bundle (its vectors exist and decode to the bundle's widths); no field of width >= d_model is stored raw once its set is
         trained; every code names a codec version the store has; the index matches the rows.
 
         Returns:
             Counts of what was checked.
         """
         self._check_open()
+        with self.store.atomic():  # one snapshot of rows, vectors and codecs
+            self._sync()
+            return self._verify()
+
+    def _verify(self) -> dict[str, Any]:
         d = self.backbone.d_model
-        n = self.store.count(self.user_id)
+        n = len(self.store.memory_rows(self.user_id))  # reading a row checks its checksum
         widths = {"content": self.embedder.d, "context": self.embedder.d, "salient": d, "hidden": d}
         raw_large = 0
         for f in FIELDS:
             items = self.store.vectors(self.user_id, f)
             if len(items) != n:
                 raise StoreCorrupted(f"{n - len(items)} memories lack their {f!r} vector")
+            if not items:
+                continue
             x = self._decoded(items, f)
             if x.shape[1] != widths[f]:
                 raise StoreCorrupted(f"{f!r} vectors have width {x.shape[1]}, expected {widths[f]}")
@@ -632,8 +811,8 @@ class Memory:
             raw_large += sum(1 for _, v, _ in items if v == 0 and trained and widths[f] >= d)
         if raw_large:
             raise StoreCorrupted(f"{raw_large} vectors of width >= d_model are raw although their set is trained")
-        if len(self) != n:
-            raise StoreCorrupted(f"index holds {len(self)} memories, store {n}")
+        if len(self._index["topic"]) != n:
+            raise StoreCorrupted(f"index holds {len(self._index['topic'])} memories, store {n}")
         return {"memories": n, "fields": len(FIELDS), "codec_sets": {s: c.latest for s, c in self.registry.sets.items()}}
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -670,6 +849,14 @@ def _with_facts(query: str, texts: list[str]) -> str:
     return f"Facts about me:\n{facts}\n\nQuestion: {query}\nAnswer using the facts above, in one short sentence."
 
 
+def _check_encodable(text: str, what: str) -> None:
+    """Text is stored as UTF-8: a lone surrogate (which no UTF-8 text holds) is refused, not mangled."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidInput(f"{what} is not valid Unicode (a lone surrogate at {e.start}); nothing was written") from e
+
+
 def _gate(rows: list[int], fused: np.ndarray, ratio: float) -> list[int]:
     """Keep the best row and those scoring at least `ratio` of it (all of them when it is <= 0)."""
     if not rows or fused[0] <= 0:
@@ -677,13 +864,13 @@ def _gate(rows: list[int], fused: np.ndarray, ratio: float) -> list[int]:
     return [r for r, s in zip(rows, fused) if s >= ratio * fused[0]]
 
 
-def _to_unix(ts: Any, now: float) -> float:
+def _to_unix(ts: Any, now: float, what: str = "ts") -> float:
     if ts is None:
         return now
     if isinstance(ts, _dt.datetime):
         return ts.timestamp()
     if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
-        raise InvalidInput(f"ts must be unix seconds or a datetime, got {ts!r}")
+        raise InvalidInput(f"{what} must be unix seconds or a datetime, got {ts!r}")
     return float(ts)
 
 

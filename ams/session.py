@@ -54,34 +54,57 @@ def load_session(path: str | Path) -> Session:
     """Read a session file.
 
     Raises:
-        InvalidInput: a line is not JSON, or lacks a required field.
+        InvalidInput: the file is missing or not UTF-8, a line is not a JSON object, or a field is
+            missing or of the wrong type (the message names the line).
     """
     facts, queries = [], []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj: dict[str, Any] = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InvalidInput(f"{path}:{n}: not JSON: {e}") from e
-            if not isinstance(obj, dict):
-                raise InvalidInput(f"{path}:{n}: expected an object")
-            kind = obj.get("type")
-            try:
-                if kind == "fact":
-                    facts.append(Fact(id=str(obj.get("id", f"f{n}")), text=obj["text"], ts=obj.get("ts"),
-                                      session=obj.get("session"), user_id=obj.get("user_id"),
-                                      role=obj.get("role", "user"), distractor=bool(obj.get("distractor", False))))
-                elif kind == "query":
-                    queries.append(Query(text=obj["text"], keywords=list(obj["keywords"]),
-                                         fact_ids=list(obj.get("fact_ids", [])),
-                                         forbidden=list(obj.get("forbidden", []))))
-                else:
-                    raise InvalidInput(f"{path}:{n}: type must be 'fact' or 'query', got {kind!r}")
-            except KeyError as e:
-                raise InvalidInput(f"{path}:{n}: missing field {e}") from e
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidInput(f"{path}: cannot read a UTF-8 JSON Lines file: {e}") from e
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj: dict[str, Any] = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise InvalidInput(f"{path}:{n}: not JSON: {e}") from e
+        if not isinstance(obj, dict):
+            raise InvalidInput(f"{path}:{n}: expected an object")
+        kind = obj.get("type")
+        if kind == "fact":
+            facts.append(Fact(id=_str(obj.get("id", f"f{n}"), path, n, "id"), text=_str(obj.get("text"), path, n, "text"),
+                              ts=obj.get("ts"), session=_opt_str(obj.get("session"), path, n, "session"),
+                              user_id=_opt_str(obj.get("user_id"), path, n, "user_id"),
+                              role=_str(obj.get("role", "user"), path, n, "role"),
+                              distractor=bool(obj.get("distractor", False))))
+        elif kind == "query":
+            queries.append(Query(text=_str(obj.get("text"), path, n, "text"),
+                                 keywords=_strs(obj.get("keywords"), path, n, "keywords", required=True),
+                                 fact_ids=_strs(obj.get("fact_ids"), path, n, "fact_ids"),
+                                 forbidden=_strs(obj.get("forbidden"), path, n, "forbidden")))
+        else:
+            raise InvalidInput(f"{path}:{n}: type must be 'fact' or 'query', got {kind!r}")
     return Session(facts, queries)
+
+
+def _str(v: Any, path, n: int, name: str) -> str:
+    if not isinstance(v, str):
+        raise InvalidInput(f"{path}:{n}: {name} must be a string, got {type(v).__name__}")
+    return v
+
+
+def _opt_str(v: Any, path, n: int, name: str) -> str | None:
+    return None if v is None else _str(v, path, n, name)
+
+
+def _strs(v: Any, path, n: int, name: str, *, required: bool = False) -> list[str]:
+    if v is None and not required:
+        return []
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise InvalidInput(f"{path}:{n}: {name} must be a list of strings")
+    return list(v)
 
 
 def fold(text: str) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +29,7 @@ import sqlite_utils
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from .errors import SchemaTooNew, StoreCorrupted
+from .errors import SchemaTooNew, StoreBusy, StoreCorrupted
 
 FORMAT = "ams-store"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -75,10 +76,30 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX history_memory ON history (user_id, memory_id, event_id)")
 
 
+def _m002_checksums(db: sqlite_utils.Database) -> None:
+    """A CRC-32 per memory row (over what a user reads back) and per vector blob: a flipped bit in
+    a text or an array is reported as corruption instead of being read back as data."""
+    db.execute("ALTER TABLE memories ADD COLUMN checksum INTEGER")
+    db.execute("UPDATE memories SET checksum = ams_row_crc(id, user_id, text, ts, session, role, meta)")
+    db.execute("ALTER TABLE vectors ADD COLUMN checksum INTEGER")
+    db.execute("UPDATE vectors SET checksum = ams_crc(data)")
+
+
 # Registered in order; a store records each name it has applied. Append, never edit.
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
+    ("002_checksums", _m002_checksums),
 ]
+
+
+def row_crc(memory_id, user_id, text, ts, session, role, meta) -> int:
+    """CRC-32 of a memory row's user-visible fields (meta as its stored JSON text)."""
+    return zlib.crc32(json.dumps([memory_id, user_id, text, ts, session, role, meta], ensure_ascii=False)
+                      .encode("utf-8", "surrogatepass"))
+
+
+def _crc(data) -> int:
+    return zlib.crc32(bytes(data))
 
 
 def pack(array: np.ndarray) -> bytes:
@@ -95,8 +116,9 @@ def unpack(data: bytes) -> np.ndarray:
 class Store:
     """An AMS SQLite file. Use `Store.open(path)`; `":memory:"` gives a throwaway store."""
 
-    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: str, busy_timeout_ms: int = 10_000) -> None:
         self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
 
@@ -120,18 +142,26 @@ class Store:
         try:
             conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None,
                                    check_same_thread=False)
+        except sqlite3.DatabaseError as e:
+            raise StoreCorrupted(f"{path} is not a readable SQLite database: {e}") from e
+        try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and "meta" not in tables:  # someone else's database: leave it exactly as it is
+                raise StoreCorrupted(f"{path} is an SQLite database but not an AMS store")
             if path != ":memory:":
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            conn.create_function("ams_row_crc", 7, row_crc, deterministic=True)
+            conn.create_function("ams_crc", 1, _crc, deterministic=True)
         except sqlite3.DatabaseError as e:
-            raise StoreCorrupted(f"{path} is not a readable SQLite database: {e}") from e
-        store = cls(conn, path)
-        if tables and "meta" not in tables:
             conn.close()
-            raise StoreCorrupted(f"{path} is an SQLite database but not an AMS store")
+            raise StoreCorrupted(f"{path} is not a readable SQLite database: {e}") from e
+        except BaseException:
+            conn.close()
+            raise
+        store = cls(conn, path, busy_timeout_ms)
         try:
             store._migrate()
             if store.get_meta("format") != FORMAT:
@@ -149,13 +179,52 @@ class Store:
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        """A transaction; nested blocks are savepoints. Everything in it lands, or nothing."""
+        """A read transaction: one consistent snapshot of the file until the block ends (WAL
+        readers never block writers). Nested blocks are savepoints."""
         with self.db.atomic():
             yield
 
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        """A write transaction: everything in it lands, or nothing.
+
+        It takes the file's write lock first (`BEGIN IMMEDIATE`), so what the block reads is what it
+        writes over: another process's commit cannot slip in between. A writer that finds the lock
+        taken waits, retried by SQLite's busy handler, for at most the busy timeout; then `StoreBusy`.
+        Nested blocks are savepoints.
+        """
+        if self.conn.in_transaction:
+            with self.db.atomic():
+                yield
+            return
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise _busy(e, self.busy_timeout_ms) from e
+        try:
+            yield
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise _busy(e, self.busy_timeout_ms) from e
+
+    def pin(self) -> None:
+        """Start the read snapshot of the open transaction now (a read does; BEGIN does not)."""
+        self.conn.execute("SELECT 1 FROM meta LIMIT 1").fetchone()
+
+    def data_version(self) -> int:
+        """A number that changes when another connection commits to the file (never for our own)."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
     # -- schema ---------------------------------------------------------------------------------
     def _migrate(self) -> None:
-        with self.atomic():
+        with self.write():
             self.db.execute(
                 "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
             )
@@ -186,8 +255,9 @@ class Store:
     def insert_memory(self, row: dict) -> int:
         """Insert a memory row; returns its write-order `seq`."""
         cur = self.db.execute(
-            "INSERT INTO memories (id, user_id, text, ts, session, role, meta, created_at, updated_at)"
-            " VALUES (:id, :user_id, :text, :ts, :session, :role, :meta, :created_at, :updated_at)",
+            "INSERT INTO memories (id, user_id, text, ts, session, role, meta, created_at, updated_at, checksum)"
+            " VALUES (:id, :user_id, :text, :ts, :session, :role, :meta, :created_at, :updated_at,"
+            " ams_row_crc(:id, :user_id, :text, :ts, :session, :role, :meta))",
             {**row, "meta": json.dumps(row.get("meta")) if row.get("meta") is not None else None},
         )
         self.add_history(row["id"], row["user_id"], "ADD", None, row["text"], row["created_at"])
@@ -199,6 +269,16 @@ class Store:
             [user_id, limit, offset],
         )
         return [self._row(cur, r) for r in cur.fetchall()]
+
+    def memory_rows_by_id(self, user_id: str, memory_ids: list[str]) -> list[dict]:
+        """This user's rows among `memory_ids`, in write order (ids of others or deleted are skipped)."""
+        out: list[dict] = []
+        for i in range(0, len(memory_ids), 500):  # stay under SQLite's bound-parameter limit
+            chunk = memory_ids[i : i + 500]
+            cur = self.db.execute(f"SELECT * FROM memories WHERE user_id = ? AND id IN ({','.join('?' * len(chunk))})",
+                                  [user_id, *chunk])
+            out += [self._row(cur, r) for r in cur.fetchall()]
+        return sorted(out, key=lambda r: r["seq"])
 
     def memory_row(self, user_id: str, memory_id: str) -> dict | None:
         cur = self.db.execute("SELECT * FROM memories WHERE user_id = ? AND id = ?", [user_id, memory_id])
@@ -216,8 +296,9 @@ class Store:
     def update_text(self, user_id: str, memory_id: str, text: str, now: float) -> str:
         old = self.db.execute("SELECT text FROM memories WHERE user_id = ? AND id = ?",
                               [user_id, memory_id]).fetchone()[0]
-        self.db.execute("UPDATE memories SET text = ?, updated_at = ? WHERE user_id = ? AND id = ?",
-                        [text, now, user_id, memory_id])
+        self.db.execute("UPDATE memories SET text = ?, updated_at = ?,"
+                        " checksum = ams_row_crc(id, user_id, ?, ts, session, role, meta)"
+                        " WHERE user_id = ? AND id = ?", [text, now, text, user_id, memory_id])
         self.add_history(memory_id, user_id, "UPDATE", old, text, now)
         return old
 
@@ -230,7 +311,7 @@ class Store:
         self.add_history(memory_id, user_id, "DELETE", old, None, now)
 
     def touch(self, user_id: str, memory_ids: list[str], now: float) -> None:
-        """Count one access of each memory (a retrieval that reached the prompt or prefix)."""
+        """Count one access per listed id (a retrieval that reached the prompt or prefix); repeats add up."""
         self.db.conn.executemany(
             "UPDATE memories SET access_count = access_count + 1, last_access = ? WHERE user_id = ? AND id = ?",
             [(now, user_id, m) for m in memory_ids],
@@ -241,6 +322,16 @@ class Store:
         self.db.execute("INSERT INTO history (memory_id, user_id, event, old_text, new_text, at)"
                         " VALUES (?, ?, ?, ?, ?, ?)", [memory_id, user_id, event, old, new, at])
 
+    def events_since(self, user_id: str, event_id: int) -> list[tuple[int, str, str]]:
+        """(event_id, memory_id, event) of a user's ADD / UPDATE / DELETE events after `event_id`."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT event_id, memory_id, event FROM history WHERE user_id = ? AND event_id > ? ORDER BY event_id",
+            [user_id, event_id])]
+
+    def last_event_id(self) -> int:
+        """The newest history event of any user (0 for none): a watermark for `events_since`."""
+        return int(self.db.execute("SELECT coalesce(max(event_id), 0) FROM history").fetchone()[0])
+
     def history(self, user_id: str, memory_id: str) -> list[dict]:
         cur = self.db.execute(
             "SELECT event, old_text, new_text, at FROM history WHERE user_id = ? AND memory_id = ?"
@@ -250,19 +341,28 @@ class Store:
     @staticmethod
     def _row(cur: sqlite3.Cursor, r: tuple) -> dict:
         d = dict(zip([c[0] for c in cur.description], r))
+        if "checksum" in d and "text" in d:  # a whole memory row: it must be what was written
+            if d["checksum"] != row_crc(d["id"], d["user_id"], d["text"], d["ts"], d["session"], d["role"], d["meta"]):
+                raise StoreCorrupted(f"memory {d['id']!r} fails its checksum: the file was damaged")
+            del d["checksum"]
         if d.get("meta") is not None and "meta" in d:
-            d["meta"] = json.loads(d["meta"])
+            try:
+                d["meta"] = json.loads(d["meta"])
+            except ValueError as e:
+                raise StoreCorrupted(f"memory {d.get('id')!r} has unreadable meta: {e}") from e
         return d
 
     # -- vectors and codecs ---------------------------------------------------------------------
     def put_vector(self, memory_id: str, field: str, version: int, array: np.ndarray) -> None:
+        data = pack(array)
         self.db.execute(
-            "INSERT INTO vectors VALUES (?, ?, ?, ?) ON CONFLICT(memory_id, field) DO UPDATE SET"
-            " version = excluded.version, data = excluded.data", [memory_id, field, version, pack(array)])
+            "INSERT INTO vectors (memory_id, field, version, data, checksum) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT(memory_id, field) DO UPDATE SET version = excluded.version, data = excluded.data,"
+            " checksum = excluded.checksum", [memory_id, field, version, data, _crc(data)])
 
     def vectors(self, user_id: str | None, field: str, *, version: int | None = None) -> list[tuple[str, int, np.ndarray]]:
         """(memory_id, version, array) of one field, in write order; all users when user_id is None."""
-        sql = ("SELECT v.memory_id, v.version, v.data FROM vectors v JOIN memories m ON m.id = v.memory_id"
+        sql = ("SELECT v.memory_id, v.version, v.data, v.checksum FROM vectors v JOIN memories m ON m.id = v.memory_id"
                " WHERE v.field = ?")
         args: list = [field]
         if user_id is not None:
@@ -271,17 +371,20 @@ class Store:
         if version is not None:
             sql += " AND v.version = ?"
             args.append(version)
-        return [(r[0], r[1], unpack(r[2])) for r in self.db.execute(sql + " ORDER BY m.seq", args)]
+        return [(r[0], r[1], _unpack_checked(r)) for r in self.db.execute(sql + " ORDER BY m.seq", args)]
 
     def vectors_for(self, memory_ids: list[str], field: str) -> dict[str, tuple[int, np.ndarray]]:
         marks = ",".join("?" * len(memory_ids))
-        rows = self.db.execute(f"SELECT memory_id, version, data FROM vectors WHERE field = ? AND memory_id IN ({marks})",
-                               [field, *memory_ids])
-        return {r[0]: (r[1], unpack(r[2])) for r in rows}
+        rows = self.db.execute(f"SELECT memory_id, version, data, checksum FROM vectors WHERE field = ?"
+                               f" AND memory_id IN ({marks})", [field, *memory_ids])
+        return {r[0]: (r[1], _unpack_checked(r)) for r in rows}
 
     def count_vectors(self, fields: tuple[str, ...]) -> int:
         marks = ",".join("?" * len(fields))
         return self.db.execute(f"SELECT count(*) FROM vectors WHERE field IN ({marks})", list(fields)).fetchone()[0]
+
+    def codec_keys(self) -> set[tuple[str, int]]:
+        return {(r[0], r[1]) for r in self.db.execute("SELECT set_name, version FROM codecs")}
 
     def put_codec(self, set_name: str, version: int, trained_at: int, data: bytes) -> None:
         self.db.execute("INSERT INTO codecs VALUES (?, ?, ?, ?, ?)",
@@ -306,3 +409,18 @@ class Store:
         except sqlite3.DatabaseError:
             return {}
         return {r[0]: int(r[1]) for r in rows}
+
+
+def _unpack_checked(r: tuple) -> np.ndarray:
+    """A (memory_id, version, data, checksum) row's array, once its bytes match their checksum."""
+    if r[3] != _crc(r[2]):
+        raise StoreCorrupted(f"a vector of memory {r[0]!r} fails its checksum: the file was damaged")
+    return unpack(r[2])
+
+
+def _busy(e: sqlite3.OperationalError, timeout_ms: int) -> Exception:
+    """`StoreBusy` for a lock that stayed taken past the busy timeout; other errors unchanged."""
+    msg = str(e).lower()
+    if "locked" in msg or "busy" in msg:
+        return StoreBusy(f"the store stayed locked by another writer for {timeout_ms} ms: {e}")
+    return e

@@ -46,5 +46,6 @@ class Generation:
     in_tokens: int  # prompt tokens plus prefix slots
     prefix_slots: int
     retrieve_ms: float
-    generate_ms: float
+    generate_ms: float  # its batch's generation time divided by the batch's size
     truncated: bool = False  # full mode: the history was cut on the left to fit the context
+    batch: int = 1  # questions generated together with this one

@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 
 import pytest
 
@@ -106,7 +107,7 @@ def test_report_schema_through_the_cli(tmp_path, tiny_backbone_dir, capsys):
     table = capsys.readouterr().out
     assert "oracle" in table and "hybrid" in table
     report = json.loads(out.read_text())
-    assert report["report_version"] == 1 and report["benchmark"] == "session-viability"
+    assert report["report_version"] == 2 and report["benchmark"] == "session-viability"
     assert report["config"]["ns"] == [10, 20] and report["config"]["modes"] == list(MODES)
     rows = report["results"]
     assert {(r["n"], r["mode"]) for r in rows} == {(n, m) for n in (10, 20) for m in MODES}
@@ -122,6 +123,17 @@ def test_report_schema_through_the_cli(tmp_path, tiny_backbone_dir, capsys):
         if r["mode"] == "oracle":
             assert all(a["used"] == a["gold"] for a in r["answers"])
     assert png.stat().st_size > 10_000
+
+
+def test_a_rerun_reproduces_every_answer(tiny_backbone_dir):
+    """Questions are asked at a fixed time, so neither retrieval nor answers follow the clock."""
+    cfg = BenchConfig(session="seed", ns=(20,), modes=("text", "hybrid", "oracle"), backbone=tiny_backbone_dir,
+                      max_new_tokens=3, batch_size=4)
+    first = run(cfg, progress=False)
+    time.sleep(1.5)  # the temporal bundle's fastest atom turns 9 degrees in 1.5 s
+    second = run(cfg, progress=False)
+    assert [[(a["answer"], a["used"]) for a in r["answers"]] for r in first["results"]] == \
+        [[(a["answer"], a["used"]) for a in r["answers"]] for r in second["results"]]
 
 
 def test_retrieval_only_sweep_reports_both_methods(tiny_backbone_dir):

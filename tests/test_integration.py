@@ -65,3 +65,13 @@ def test_store_opened_with_another_backbone_raises(tmp_path, tiny_backbone_dir):
         mem.write("I like tea.")
     with pytest.raises(ams.StoreMismatch, match="smollm2"):
         ams.Memory.open(path, backbone=tiny_backbone_dir)
+
+
+def test_batched_answers_equal_one_by_one_answers(seed_store):
+    """Batching pads prompts of different lengths; greedy answers must not change (text mode does
+    not read access counts, so the earlier one-by-one run is the reference)."""
+    path, session, before, _ = seed_store
+    with ams.Memory.open(path) as mem:
+        gens = mem.generate_many([q.text for q in session.queries], mode="text", max_new_tokens=30, batch_size=8)
+    assert [g.batch for g in gens] == [8] * 8 + [2] * 2
+    assert [g.text for g in gens] == before["text"]

@@ -101,6 +101,44 @@ def test_every_mode_generates_and_reports_its_inputs(fresh_store):
         assert len(g.memory_ids) <= 2
 
 
+def test_generate_many_answers_as_generate_does_one_by_one(fresh_store):
+    questions = ["What is my dog's name?", "Where does my sister live?", "Who lives in Lisbon?",
+                 "What do I do for a living, and where did I grow up before moving?"]  # unequal lengths: padding
+    fresh_store.write_many(FACTS)
+    batched = fresh_store.generate_many(questions, mode="text", k=2, max_new_tokens=6, batch_size=3)
+    assert [g.batch for g in batched] == [3, 3, 3, 1]
+    single = [fresh_store.generate(q, mode="text", k=2, max_new_tokens=6) for q in questions]
+    assert [g.text for g in batched] == [g.text for g in single]
+    assert [g.memory_ids for g in batched] == [g.memory_ids for g in single]
+    # with prefixes (whose temporal fibers see access counts): the same plans, batched or not
+    plans = [fresh_store._plan(q, "hybrid", 2, 6, None, None, 1.7e9) for q in questions]
+    assert all(p.prefix is not None for p in plans)
+    one_by_one = [fresh_store.backbone.generate(p.ids, prefix=p.prefix, max_new_tokens=6) for p in plans]
+    together = fresh_store.backbone.generate_batch([p.ids for p in plans], prefixes=[p.prefix for p in plans],
+                                                   max_new_tokens=6)
+    assert together == one_by_one
+
+
+def test_generate_many_checks_everything_first(fresh_store):
+    ids = fresh_store.write_many(FACTS[:3])
+    before = [m.access_count for m in fresh_store.get_all()]
+    with pytest.raises(ams.EmptyText):
+        fresh_store.generate_many(["fine", "  "], mode="text")
+    with pytest.raises(ams.InvalidInput):
+        fresh_store.generate_many("not a list", mode="text")
+    with pytest.raises(ams.InvalidInput):
+        fresh_store.generate_many(["a", "b"], mode="text", memory_ids=[[ids[0]]])
+    with pytest.raises(ams.MemoryNotFound):
+        fresh_store.generate_many(["a"], mode="text", memory_ids=[["no-such-id"]])
+    with pytest.raises(ams.InvalidInput):
+        fresh_store.generate_many(["a"], batch_size=0)
+    assert [m.access_count for m in fresh_store.get_all()] == before  # nothing was touched
+    gens = fresh_store.generate_many(["a", "b"], mode="text", memory_ids=[[ids[1]], [ids[1], ids[2]]],
+                                     max_new_tokens=2)
+    assert [g.memory_ids for g in gens] == [[ids[1]], [ids[1], ids[2]]]
+    assert [m.access_count for m in fresh_store.get_all()] == [0, 2, 1]  # a memory used twice counts twice
+
+
 def test_full_mode_left_truncates_a_long_history(store_path, tiny_backbone_dir):
     cfg = ams.MemoryConfig(max_context_tokens=256)
     with ams.Memory.open(store_path, backbone=tiny_backbone_dir, config=cfg) as mem:
@@ -140,9 +178,9 @@ def test_codec_error_on_memories_not_used_to_train_it(fresh_store):
 
 def test_prefix_has_the_backbone_width_and_token_norm(fresh_store):
     fresh_store.write_many(FACTS)
-    points = fresh_store._query_points("Where does Tomas live?", None)
-    rows = fresh_store._retrieve("Where does Tomas live?", points, 3)[0]
-    prefix = fresh_store._prefix("Where does Tomas live?", points, rows)
+    points = fresh_store._query_points("Where does Tomas live?", None, 1.7e9)
+    rows = fresh_store._retrieve(points, 3)[0]
+    prefix = fresh_store._prefix("Where does Tomas live?", points, rows, 1.7e9)
     cfg = fresh_store.config.prefix
     assert prefix.shape == (cfg.slots, fresh_store.backbone.d_model)
     norms = prefix.norm(dim=-1)

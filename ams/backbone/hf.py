@@ -131,7 +131,6 @@ class HFBackbone:
         t = torch.tensor(ids, device=self.device)
         return self.model.get_input_embeddings()(t)
 
-    @torch.no_grad()
     def generate(self, ids: list[int], *, prefix: Tensor | None = None, max_new_tokens: int = 64) -> str:
         """Greedy continuation of `ids`, with `prefix` (L, d) embeddings placed before them.
 
@@ -143,21 +142,52 @@ class HFBackbone:
         Returns:
             The generated text, special tokens removed and whitespace stripped.
         """
-        if len(ids) + (0 if prefix is None else prefix.shape[0]) + max_new_tokens > self.max_context:
-            raise InvalidInput(
-                f"prompt of {len(ids)} tokens plus {max_new_tokens} new tokens exceeds the "
-                f"backbone's context of {self.max_context}"
-            )
-        x = self.embed(ids).unsqueeze(0)  # (1, T, d)
-        if prefix is not None:
-            x = torch.cat([prefix.to(x.dtype).unsqueeze(0), x], dim=1)  # (1, L+T, d)
-        mask = torch.ones(x.shape[:2], dtype=torch.long, device=self.device)
+        return self.generate_batch([ids], prefixes=[prefix], max_new_tokens=max_new_tokens)[0]
+
+    @torch.no_grad()
+    def generate_batch(self, prompts: list[list[int]], *, prefixes: list[Tensor | None] | None = None,
+                       max_new_tokens: int = 64) -> list[str]:
+        """Greedy continuations of several prompts in one batch.
+
+        Each row is `[prefix_i; embed(prompt_i)]`, left-padded with the pad token's embedding under
+        a zero attention mask, so every row ends where its generation starts. Positions follow the
+        mask, so a row's answer is its unbatched answer up to float rounding in the padded matmuls.
+
+        Args:
+            prompts: B prompt token id lists.
+            prefixes: B entries of (L_i, d) prefix embeddings or None; None for no prefixes at all.
+            max_new_tokens: the most tokens generated per row.
+
+        Returns:
+            B texts, special tokens removed and whitespace stripped.
+
+        Raises:
+            InvalidInput: a row's prompt, prefix and new tokens exceed the backbone's context.
+        """
+        if not prompts:
+            return []
+        prefixes = prefixes if prefixes is not None else [None] * len(prompts)
+        if len(prefixes) != len(prompts):
+            raise InvalidInput(f"{len(prompts)} prompts but {len(prefixes)} prefixes")
+        rows = []
+        for ids, prefix in zip(prompts, prefixes):
+            if len(ids) + (0 if prefix is None else prefix.shape[0]) + max_new_tokens > self.max_context:
+                raise InvalidInput(
+                    f"prompt of {len(ids)} tokens plus {max_new_tokens} new tokens exceeds the "
+                    f"backbone's context of {self.max_context}"
+                )
+            x = self.embed(ids)  # (T_i, d)
+            rows.append(x if prefix is None else torch.cat([prefix.to(x.dtype), x]))  # (L_i + T_i, d)
+        T = max(r.shape[0] for r in rows)
+        pad = self.embed([self.tokenizer.pad_token_id])  # (1, d)
+        x = torch.stack([torch.cat([pad.expand(T - r.shape[0], -1), r]) for r in rows])  # (B, T, d)
+        mask = torch.tensor([[0] * (T - r.shape[0]) + [1] * r.shape[0] for r in rows], device=self.device)
         out = self.model.generate(
             inputs_embeds=x, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
             num_beams=1, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self._eos_ids,
             temperature=None, top_p=None, top_k=None,
-        )  # (1, new): with inputs_embeds only the new tokens come back
-        return self.decode(out[0].tolist()).strip()
+        )  # (B, new): with inputs_embeds only the new tokens come back
+        return [self.decode(o.tolist()).strip() for o in out]
 
 
 def _eos_ids(model, tokenizer) -> list[int]:

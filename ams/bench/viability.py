@@ -32,7 +32,9 @@ from .synthetic import generate_session
 
 MODES = ("full", "prefix", "flat", "text", "hybrid", "none", "oracle")
 RETRIEVING = ("prefix", "flat", "text", "hybrid")
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: questions asked at a fixed time (ASK_AFTER_S after the last fact); batch_size
+FIXED_EPOCH = 1_735_689_600.0  # 2025-01-01 UTC: write times for session files that give none
+ASK_AFTER_S = 86_400.0  # questions are asked a day after the last fact
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class BenchConfig:
     seed: int = 0
     queries: int = 20  # questions per synthetic session
     split: str = "heldout"
+    batch_size: int = 8  # questions generated together
     retrieval_only: bool = False  # skip generation: recall, write and size metrics only
 
     def __post_init__(self) -> None:
@@ -54,8 +57,8 @@ class BenchConfig:
             raise InvalidInput(f"unknown modes {bad}; choose from {MODES}")
         if not self.ns or any(n < 1 for n in self.ns):
             raise InvalidInput("--n needs positive sizes")
-        if self.k < 1 or self.max_new_tokens < 1:
-            raise InvalidInput("--k and --max-new-tokens must be positive")
+        if self.k < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
+            raise InvalidInput("--k, --max-new-tokens and --batch-size must be positive")
 
 
 def session_for(cfg: BenchConfig, n: int) -> Session:
@@ -139,15 +142,17 @@ def run(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
             with Memory.open(path, backbone=cfg.backbone) as mem:
                 t0 = time.perf_counter()
                 ids: list[str] = []
+                times = _fact_times(session)
                 for i in range(0, len(session.facts), 256):
                     chunk = session.facts[i : i + 256]
-                    ids += mem.write_many([{"text": f.text, "ts": f.ts, "session": f.session, "role": f.role}
-                                           for f in chunk])
+                    ids += mem.write_many([{"text": f.text, "ts": t, "session": f.session, "role": f.role}
+                                           for f, t in zip(chunk, times[i : i + 256])])
                     bar.update(len(chunk))
+                now = max(times) + ASK_AFTER_S
                 write_ms = (time.perf_counter() - t0) * 1000 / max(1, len(ids))
                 fact_of = dict(zip(ids, (f.id for f in session.facts)))
                 memory_of = {v: k for k, v in fact_of.items()}
-                ranks = {m: [_ranked(mem, q.text, cfg.k, m, fact_of) for q in session.queries]
+                ranks = {m: [_ranked(mem, q.text, cfg.k, m, fact_of, now) for q in session.queries]
                          for m in ("ams", "flat")}
                 common = dict(n=n, queries=len(session.queries), write_ms_per_memory=round(write_ms, 2),
                               bytes_per_memory=0.0)  # set once the store is closed
@@ -160,7 +165,7 @@ def run(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
                                                   generate_ms_p95=None, truncated_share=None,
                                                   peak_rss_mb=_peak_rss_mb(), **common))
                 for mode in modes:
-                    res = _run_mode(mem, cfg, mode, session, fact_of, memory_of, ranks, bar)
+                    res = _run_mode(mem, cfg, mode, session, fact_of, memory_of, ranks, bar, now)
                     truncated_note |= bool(res.pop("truncated_any"))
                     results.append(ModeResult(mode=mode, peak_rss_mb=_peak_rss_mb(), **common, **res))
             # closing checkpoints the WAL into the file: measure the store, not its journal
@@ -191,8 +196,14 @@ def _version(pkg: str) -> str | None:
         return None
 
 
-def _ranked(mem, query: str, k: int, method: str, fact_of: dict[str, str]) -> list[str]:
-    return [fact_of[h.id] for h in mem.search(query, k=k, method=method)]
+def _fact_times(session: Session) -> list[float]:
+    """Each fact's write time: its own, or (for sessions without times) one a minute from FIXED_EPOCH.
+    With the question time fixed too, a rerun gives the same retrieval whatever the clock says."""
+    return [f.ts if f.ts is not None else FIXED_EPOCH + 60.0 * i for i, f in enumerate(session.facts)]
+
+
+def _ranked(mem, query: str, k: int, method: str, fact_of: dict[str, str], now: float) -> list[str]:
+    return [fact_of[h.id] for h in mem.search(query, k=k, method=method, now=now)]
 
 
 def _recall(ranked: list[list[str]], session: Session) -> tuple[float | None, float | None]:
@@ -204,28 +215,25 @@ def _recall(ranked: list[list[str]], session: Session) -> tuple[float | None, fl
     return round(r1, 4), round(rk, 4)
 
 
-def _run_mode(mem, cfg: BenchConfig, mode: str, session: Session, fact_of, memory_of, ranks, bar) -> dict:
-    answers, ret_ms, gen_ms, tokens, hits, subs, truncated = [], [], [], [], 0, 0, 0
-    for q in session.queries:
-        if mode == "oracle":
-            gold = [memory_of[f] for f in q.fact_ids if f in memory_of]
-            g = mem.generate(q.text, mode="text", memory_ids=gold, max_new_tokens=cfg.max_new_tokens) if gold \
-                else mem.generate(q.text, mode="none", max_new_tokens=cfg.max_new_tokens)
-        else:
-            g = mem.generate(q.text, mode=mode, k=cfg.k, max_new_tokens=cfg.max_new_tokens)
+def _run_mode(mem, cfg: BenchConfig, mode: str, session: Session, fact_of, memory_of, ranks, bar,
+              now: float) -> dict:
+    gens = []
+    for i in range(0, len(session.queries), cfg.batch_size):  # one batch a call: the bar moves per batch
+        chunk = session.queries[i : i + cfg.batch_size]
+        gens += _answer(mem, cfg, mode, chunk, memory_of, now)
+        bar.update(len(chunk))
+    answers, hits, subs = [], 0, 0
+    for q, g in zip(session.queries, gens):
         hit, sub = is_hit(g.text, q.keywords, q.forbidden), is_substring_hit(g.text, q.keywords)
         hits += hit
         subs += sub
-        truncated += g.truncated
-        ret_ms.append(g.retrieve_ms)
-        gen_ms.append(g.generate_ms)
-        tokens.append(g.in_tokens)
         answers.append({"query": q.text, "answer": g.text, "hit": hit, "substring_hit": sub, "keywords": q.keywords,
                         "forbidden": q.forbidden, "gold": q.fact_ids,
                         "used": [fact_of.get(m, m) for m in g.memory_ids], "in_tokens": g.in_tokens,
                         "truncated": g.truncated})
-        bar.update(1)
     nq = max(1, len(session.queries))
+    truncated = sum(g.truncated for g in gens)
+    ret_ms, gen_ms, tokens = [g.retrieve_ms for g in gens], [g.generate_ms for g in gens], [g.in_tokens for g in gens]
     recall = _recall(ranks["flat" if mode == "flat" else "ams"], session) if mode in RETRIEVING else (None, None)
     return dict(
         hit_rate=round(hits / nq, 4), substring_hit_rate=round(subs / nq, 4), recall_at_1=recall[0],
@@ -234,6 +242,20 @@ def _run_mode(mem, cfg: BenchConfig, mode: str, session: Session, fact_of, memor
         generate_ms_p95=_pct(gen_ms, 0.95), truncated_share=round(truncated / nq, 4) if mode == "full" else None,
         answers=answers, truncated_any=truncated > 0,
     )
+
+
+def _answer(mem, cfg: BenchConfig, mode: str, queries: list, memory_of: dict[str, str], now: float) -> list:
+    """The generations for a batch of questions; `oracle` gives each its gold memories as text."""
+    common = dict(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, now=now)
+    if mode != "oracle":
+        return mem.generate_many([q.text for q in queries], mode=mode, k=cfg.k, **common)
+    gold = [[memory_of[f] for f in q.fact_ids if f in memory_of] for q in queries]
+    with_gold = [i for i, g in enumerate(gold) if g]
+    without = [i for i, g in enumerate(gold) if not g]  # nothing to give: the floor
+    out = dict(zip(with_gold, mem.generate_many([queries[i].text for i in with_gold], mode="text",
+                                                memory_ids=[gold[i] for i in with_gold], **common)))
+    out.update(zip(without, mem.generate_many([queries[i].text for i in without], mode="none", **common)))
+    return [out[i] for i in range(len(queries))]
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -1,0 +1,78 @@
+"""Schema migrations: a store written by the previous schema (a kept fixture file) opens, migrates
+inside one transaction and keeps every memory; a failed migration leaves the file as it was."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import ams
+from ams import store as store_mod
+
+FIXTURE = Path(__file__).parent / "fixtures" / "store_schema1.db"  # schema 001, tiny backbone, 2 users
+
+
+def _dump(path) -> list:
+    con = sqlite3.connect(path)
+    try:
+        return [con.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
+                for t in ("memories", "vectors", "codecs", "meta", "history", "migrations")]
+    finally:
+        con.close()
+
+
+def test_fixture_is_schema_one():
+    con = sqlite3.connect(FIXTURE)
+    assert [r[0] for r in con.execute("SELECT name FROM migrations")] == ["001_initial"]
+    con.close()
+
+
+def test_previous_schema_store_migrates_and_keeps_every_memory(tmp_path, tiny_backbone_dir):
+    path = tmp_path / "old.db"
+    shutil.copy(FIXTURE, path)
+    before = _dump(path)[0]  # memory rows as schema 001 wrote them
+    with ams.Memory.open(path, backbone=tiny_backbone_dir) as mem:
+        assert mem.store.schema_version == len(store_mod.MIGRATIONS)
+        report = mem.verify()  # checksums were computed for every old row and vector
+        got = [(m.id, m.text, m.session, m.meta) for m in mem.get_all(limit=-1)]
+        assert report["memories"] == len(got) == 69
+        assert "I moved to Lisbon." in [t for _, t, _, _ in got]
+        assert mem.search("place 12 with friend 5", k=1)[0].text.startswith("Memory 12:")
+        new = mem.write("A memory written after the migration.")
+        assert mem.get(new).text == "A memory written after the migration."
+    with ams.Memory.open(path, backbone=tiny_backbone_dir, user_id="bob") as bob:
+        assert [m.text for m in bob.get_all()] == ["Bob's memory: my cat is Miso."]
+    old_ids = {r[1] for r in before}
+    assert old_ids <= {r[1] for r in _dump(path)[0]}
+
+
+def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path, monkeypatch, tiny_backbone_dir):
+    path = tmp_path / "old.db"
+    shutil.copy(FIXTURE, path)
+    before = _dump(path)
+
+    def broken(db):
+        store_mod._m002_checksums(db)  # gets halfway: columns added and filled ...
+        raise RuntimeError("power cut in the middle of a migration")  # ... then fails
+
+    monkeypatch.setattr(store_mod, "MIGRATIONS", [store_mod.MIGRATIONS[0], ("002_checksums", broken)])
+    with pytest.raises(RuntimeError, match="power cut"):
+        ams.Memory.open(path, backbone=tiny_backbone_dir)
+    assert _dump(path) == before
+    monkeypatch.undo()
+    with ams.Memory.open(path, backbone=tiny_backbone_dir) as mem:  # and a later open migrates it
+        assert mem.verify()["memories"] == 69
+
+
+def test_a_store_from_a_newer_library_is_refused(tmp_path, tiny_backbone_dir):
+    path = tmp_path / "new.db"
+    shutil.copy(FIXTURE, path)
+    con = sqlite3.connect(path)
+    con.execute("INSERT INTO migrations VALUES ('999_future', 0)")
+    con.commit()
+    con.close()
+    with pytest.raises(ams.SchemaTooNew):
+        ams.Memory.open(path, backbone=tiny_backbone_dir)

@@ -120,7 +120,7 @@ class Memory:
     @classmethod
     @_guarded
     def open(cls, path: str | Path, *, backbone: str = DEFAULT_BACKBONE, user_id: str = "default",
-             config: MemoryConfig | None = None) -> Memory:
+             config: MemoryConfig | None = None, busy_timeout: float = 10.0) -> Memory:
         """Open (or create) a memory store for one user.
 
         Args:
@@ -130,6 +130,8 @@ class Memory:
             user_id: whose memories this handle reads and writes; other users' rows are never touched.
             config: encoding, retrieval and generation settings; None keeps the store's own (or the
                 defaults for a new store).
+            busy_timeout: seconds a write waits for another process's write lock before it raises
+                `StoreBusy` (nothing is written then).
 
         Returns:
             An open `Memory`; use it as a context manager or call `close()`.
@@ -138,14 +140,16 @@ class Memory:
             StoreCorrupted: the file is not an AMS store or is damaged.
             StoreMismatch: the store was written with another backbone, embedder or codec layout.
             BackboneNotFound: the backbone cannot be loaded.
-            InvalidInput: `user_id` is empty or not a string.
+            InvalidInput: `user_id` is empty or not a string, or `busy_timeout` is negative.
         """
         if not isinstance(user_id, str) or not user_id.strip():
             raise InvalidInput("user_id must be a non-empty string")
         _check_encodable(user_id, "user_id")
         if config is not None and not isinstance(config, MemoryConfig):
             raise InvalidInput("config must be an ams.MemoryConfig")
-        store = Store.open(path)
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)) or not 0 <= busy_timeout < 1e6:
+            raise InvalidInput(f"busy_timeout must be seconds >= 0, got {busy_timeout!r}")
+        store = Store.open(path, busy_timeout_ms=int(busy_timeout * 1000))
         try:
             bb = _shared_backbone(backbone) if isinstance(backbone, str) else backbone
             config = cls._bind(store, bb, config)

@@ -285,3 +285,16 @@ def test_throwaway_store(tiny_backbone_dir):
     with ams.Memory.open(":memory:", backbone=tiny_backbone_dir) as mem:
         mid = mem.write(FACTS[0])
         assert mem.get(mid).text == FACTS[0]
+
+
+def test_a_base_model_answer_ends_at_the_end_of_its_line(tiny_backbone_dir):
+    """Without a chat template the prompt is a "Question: ... Answer:" frame; the answer is one line."""
+    from ams.backbone import load_backbone
+
+    bb = load_backbone(tiny_backbone_dir)  # a private instance: the shared one keeps its template
+    chat = bb.generate_batch([bb.chat_ids("Tell me about my dog.")], max_new_tokens=24)
+    bb.tokenizer.chat_template = None
+    ids = bb.chat_ids("Tell me about my dog.")
+    assert bb.decode(ids).endswith("Answer:")
+    base = bb.generate_batch([ids, bb.chat_ids("And my cat?")], max_new_tokens=24)
+    assert all("\n" not in t for t in base) and isinstance(chat[0], str)

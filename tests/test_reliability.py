@@ -124,3 +124,22 @@ def test_a_handle_reloads_when_another_process_trains_the_codecs(store_path, tin
         assert b.search("place 17 with friend 3", k=1)[0].text.startswith("Memory 17:")
         b.write_many([f"Later {i}: a trip to town {i}." for i in range(40)])  # b trains the next sets
         assert a.verify()["codec_sets"] == b.verify()["codec_sets"]
+
+
+def test_a_writer_that_cannot_get_the_lock_gets_store_busy_and_writes_nothing(store_path, tiny_backbone_dir):
+    with ams.Memory.open(store_path, backbone=tiny_backbone_dir, busy_timeout=0.2) as mem:
+        mem.write("I like tea.")
+        other = sqlite3.connect(store_path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        t0 = time.monotonic()
+        with pytest.raises(ams.StoreBusy):
+            mem.write("I like coffee.")
+        assert time.monotonic() - t0 < 5  # waited about the timeout, not forever
+        assert [h.text for h in mem.search("What do I like?", k=5)] == ["I like tea."]  # reads do not wait
+        other.execute("ROLLBACK")
+        other.close()
+        assert [m.text for m in mem.get_all()] == ["I like tea."]
+        mem.write("I like coffee.")  # and once the lock is free, writes go on
+        assert len(mem) == 2
+    with pytest.raises(ams.InvalidInput):
+        ams.Memory.open(store_path, backbone=tiny_backbone_dir, busy_timeout=-1)

@@ -182,17 +182,17 @@ class HFBackbone:
         pad = self.embed([self.tokenizer.pad_token_id])  # (1, d)
         x = torch.stack([torch.cat([pad.expand(T - r.shape[0], -1), r]) for r in rows])  # (B, T, d)
         mask = torch.tensor([[0] * (T - r.shape[0]) + [1] * r.shape[0] for r in rows], device=self.device)
-        # A chat model ends its turn with an end token. A base model in the "Question: ... Answer:"
-        # frame would run on into the next question, so its answer ends at the end of the line.
-        one_line = not self.tokenizer.chat_template
-        stop = dict(stop_strings=["\n"], tokenizer=self.tokenizer) if one_line else {}
         out = self.model.generate(
             inputs_embeds=x, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
             num_beams=1, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self._eos_ids,
-            temperature=None, top_p=None, top_k=None, **stop,
+            temperature=None, top_p=None, top_k=None,
         )  # (B, new): with inputs_embeds only the new tokens come back
         texts = [self.decode(o.tolist()).strip() for o in out]
-        return [t.split("\n")[0].strip() for t in texts] if one_line else texts
+        if self.tokenizer.chat_template:  # a chat model ends its turn with an end token
+            return texts
+        # A base model in the "Question: ... Answer:" frame runs on into the next question: its
+        # answer is its first non-empty line (a leading line break is not an answer).
+        return [t.split("\n")[0].strip() for t in texts]
 
 
 def _eos_ids(model, tokenizer) -> list[int]:

@@ -207,6 +207,7 @@ class Memory:
             "context": BundleIndex(self.context.d_base, **tree),
         }
         self._ids, self._row_of, self._session, self._by_session = [], {}, [], {}
+        self._flat: tuple | None = None  # (topic index, its version, live rows, FAISS index) of flat mode
         self._ts, self._access = np.zeros(0), np.zeros(0)
         if rows and (len(content) != len(rows) or len(context) != len(rows)):
             raise StoreCorrupted("a memory is missing its content or context vector")
@@ -604,10 +605,14 @@ class Memory:
         return rows.tolist(), fused, per
 
     def _retrieve_flat(self, points: dict[str, np.ndarray], k: int) -> list[int]:
-        alive = np.flatnonzero(self._index["topic"].alive)
+        topic = self._index["topic"]
+        if self._flat is None or self._flat[0] is not topic or self._flat[1] != topic.version:
+            alive = np.flatnonzero(topic.alive)  # the FAISS index is rebuilt only when the rows changed
+            self._flat = (topic, topic.version, alive, FlatIndex(topic.x[alive]))
+        _, _, alive, flat = self._flat
         if not len(alive):
             return []
-        _, idx = FlatIndex(self._index["topic"].x[alive]).search(points["topic"], min(k, len(alive)))
+        _, idx = flat.search(points["topic"], min(k, len(alive)))
         return alive[idx[0]].tolist()
 
     def _hit(self, row: int, score: float, scores: dict[str, float]) -> Hit:

@@ -86,25 +86,48 @@ class BundleIndex:
         self.d = d
         self.exact_below = exact_below
         self._tree_args = dict(branching=branching, leaf_size=leaf_size, beam=beam)
-        self.x = np.zeros((0, d), dtype=np.float32)
-        self.alive = np.zeros(0, dtype=bool)
+        self._x = np.zeros((0, d), dtype=np.float32)  # capacity rows; the first `_n` are in use
+        self._alive = np.zeros(0, dtype=bool)
+        self._n = 0
+        self.version = 0  # changes with every add, replace and remove
         self.tree: DirectionTree | None = None
         self._built_rows = 0
+
+    @property
+    def x(self) -> np.ndarray:
+        """(rows, d) keys, a view: rows are never reordered, deleted rows stay (see `alive`)."""
+        return self._x[: self._n]
+
+    @property
+    def alive(self) -> np.ndarray:
+        return self._alive[: self._n]
 
     def __len__(self) -> int:
         return int(self.alive.sum())
 
     def add(self, x: np.ndarray) -> None:
-        self.x = np.concatenate([self.x, np.asarray(x, dtype=np.float32).reshape(-1, self.d)])
-        self.alive = np.concatenate([self.alive, np.ones(len(x), dtype=bool)])
+        """Append rows; storage grows by doubling, so n single adds cost O(n) copies, not O(n^2)."""
+        x = np.asarray(x, dtype=np.float32).reshape(-1, self.d)
+        need = self._n + len(x)
+        if need > len(self._x):
+            cap = max(need, 2 * len(self._x), 64)
+            grown, alive = np.zeros((cap, self.d), dtype=np.float32), np.zeros(cap, dtype=bool)
+            grown[: self._n], alive[: self._n] = self.x, self.alive
+            self._x, self._alive = grown, alive
+        self._x[self._n : need] = x
+        self._alive[self._n : need] = True
+        self._n = need
+        self.version += 1
 
     def replace(self, row: int, x: np.ndarray) -> None:
         """Replace a row's vector (an updated memory); the tree is rebuilt on next search."""
         self.x[row] = x
         self.tree = None
+        self.version += 1
 
     def remove(self, row: int) -> None:
         self.alive[row] = False
+        self.version += 1
 
     def scores(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return self.x[rows] @ q

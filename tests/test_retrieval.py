@@ -79,3 +79,21 @@ def test_tree_recall_on_real_sentence_vectors_at_10000_memories():
     recall = np.mean([len(set(tree.candidates(q, 10)) & set(exact[i])) / 10 for i, q in enumerate(queries)])
     assert tree.tree is not None  # the tree, not the exact scan, answered
     assert recall >= 0.95, recall
+
+
+def test_bundle_index_grows_by_doubling_and_keeps_every_row():
+    from ams.retrieval import BundleIndex
+
+    rng = np.random.default_rng(0)
+    idx = BundleIndex(8, exact_below=4096, branching=4, leaf_size=8, beam=4)
+    rows = rng.standard_normal((300, 8)).astype(np.float32)
+    versions = []
+    for r in rows:  # one by one, as single writes do
+        idx.add(r[None])
+        versions.append(idx.version)
+    assert np.array_equal(idx.x, rows) and idx.alive.all() and len(idx) == 300
+    assert len(idx._x) < 2 * 300 + 64 and versions == sorted(set(versions))
+    idx.remove(5)
+    idx.replace(7, np.ones(8, dtype=np.float32))
+    assert len(idx) == 299 and not idx.alive[5] and np.all(idx.x[7] == 1) and idx.version == versions[-1] + 2
+    assert 5 not in idx.candidates(rows[5], 10)

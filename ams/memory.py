@@ -47,7 +47,7 @@ from .errors import (
 )
 from .kakeya import KakeyaRegistry, default_sets
 from .retrieval import BundleIndex, FlatIndex, fuse
-from .store import Store
+from .store import Store, busy_error
 from .types import MODES, Generation, Hit, MemoryRecord
 
 FIELDS = ("content", "context", "salient", "hidden")  # the per-memory vectors the registry codes
@@ -72,9 +72,10 @@ def _guarded(fn):
         try:
             return fn(*args, **kwargs)
         except sqlite3.OperationalError as e:
+            busy = busy_error(e)
+            if busy is not None:
+                raise busy from e
             msg = str(e).lower()
-            if "locked" in msg or "busy" in msg:
-                raise StoreBusy(f"the store stayed locked by another writer: {e}") from e
             if "full" in msg or "readonly" in msg or "i/o" in msg:
                 raise AmsError(f"the store file could not be written: {e}") from e
             raise StoreCorrupted(f"the store is damaged: {e}") from e
@@ -206,7 +207,7 @@ class Memory:
             "topic": BundleIndex(self.topic.d_base, **tree),
             "context": BundleIndex(self.context.d_base, **tree),
         }
-        self._ids, self._row_of, self._session, self._by_session = [], {}, [], {}
+        self._ids, self._row_of, self._by_session = [], {}, {}
         self._flat: tuple | None = None  # (topic index, its version, live rows, FAISS index) of flat mode
         self._ts, self._access = np.zeros(0), np.zeros(0)
         if rows and (len(content) != len(rows) or len(context) != len(rows)):
@@ -222,7 +223,6 @@ class Memory:
                 self._by_session.setdefault(r["session"], []).append(len(self._ids))
             self._row_of[r["id"]] = len(self._ids)
             self._ids.append(r["id"])
-            self._session.append(r["session"])
         ts = np.array([r["ts"] for r in rows], dtype=np.float64)
         self._ts = np.concatenate([self._ts, ts])
         self._access = np.concatenate([self._access, [float(r.get("access_count") or 0) for r in rows]])
@@ -261,10 +261,11 @@ class Memory:
             rows = self.store.memory_rows_by_id(self.user_id, new)
             ids = [r["id"] for r in rows]
             self._append(rows, self._fetch(ids, "content"), self._fetch(ids, "context"))
-        for m in changed & set(self._row_of):
-            i = self._row_of[m]
-            self._index["topic"].replace(i, self._dirn(self.topic, self._fetch([m], "content"))[0])
-            self._index["context"].replace(i, self._dirn(self.context, self._fetch([m], "context"))[0])
+        changed = [m for m in changed if m in self._row_of]
+        if changed:
+            for bundle, field in ((self.topic, "content"), (self.context, "context")):
+                for m, x in zip(changed, self._dirn(bundle, self._fetch(changed, field))):
+                    self._index[bundle.name].replace(self._row_of[m], x)
 
     def _decoded(self, items: list[tuple[str, int, np.ndarray]], field: str) -> np.ndarray:
         """Stack (memory_id, version, data) rows into decoded vectors, one batch per codec version."""
@@ -513,14 +514,13 @@ class Memory:
             MemoryNotFound, EmptyText, TextTooLong, InvalidInput: nothing is changed.
         """
         self._check_open()
-        row = self.get(memory_id)
+        memory_id = self._validate_id(memory_id)
         text = self._validate_text(text)
         content = self.embedder.encode([text]).numpy()
         enc = self.backbone.encode([text])
-        with self.store.write():
+        with self.store.write():  # checked under the lock: another process may have deleted it
             self._sync()
-            if self.store.memory_row(self.user_id, row.id) is None:  # deleted by another process meanwhile
-                raise MemoryNotFound(f"no memory {memory_id!r} for user {self.user_id!r}")
+            row = self.get(memory_id)
             i = self._row_of[row.id]
             earlier = self._session_contents(row.session, before=i)
             context = self._mix(content[0], earlier, self.config.context_turns)[None]
@@ -546,8 +546,7 @@ class Memory:
         memory_id = self._validate_id(memory_id)
         with self.store.write():
             self._sync()
-            if self.store.memory_row(self.user_id, memory_id) is None:
-                raise MemoryNotFound(f"no memory {memory_id!r} for user {self.user_id!r}")
+            self.get(memory_id)  # raises MemoryNotFound
             self.store.delete_memory(self.user_id, memory_id, time.time())
             event = self.store.last_event_id()
         for index in self._index.values():
@@ -719,16 +718,15 @@ class Memory:
         t0 = time.perf_counter()
         rows: list[int] = []
         points = None
+        if chosen is not None or mode not in ("full", "none"):
+            points = self._query_points(query, session, now)
         if chosen is not None:
             rows = chosen
-            points = self._query_points(query, session, now)
+        elif mode == "flat":
+            rows = self._retrieve_flat(points, k)
         elif mode in ("prefix", "text", "hybrid"):
-            points = self._query_points(query, session, now)
             rows, fused, _ = self._retrieve(points, k)
             rows = _gate(rows, fused, self.config.retrieval.relative_gate)
-        elif mode == "flat":
-            points = self._query_points(query, session, now)
-            rows = self._retrieve_flat(points, k)
         prefix = self._prefix(query, points, rows, now) if mode in ("prefix", "hybrid") and rows else None
         retrieve_ms = (time.perf_counter() - t0) * 1000
         budget = min(self.backbone.max_context, self.config.max_context_tokens) - max_new_tokens
@@ -791,8 +789,9 @@ class Memory:
         """Check the store's invariants for this user; raise `StoreCorrupted` on the first broken one.
 
         Checked: every memory row and vector matches its checksum; every memory has one (base,
-        fiber, dirn) triple per bundle (its vectors exist and decode to the bundle's widths); no field of width >= d_model is stored raw once its set is
-        trained; every code names a codec version the store has; the index matches the rows.
+        fiber, dirn) triple per bundle (its vectors exist and decode to the bundle's widths); no
+        field of width >= d_model is stored raw once its set is trained; every code names a codec
+        version the store has; the index matches the rows.
 
         Returns:
             Counts of what was checked.

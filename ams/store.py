@@ -199,20 +199,18 @@ class Store:
             return
         try:
             self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
         except sqlite3.OperationalError as e:
-            raise _busy(e, self.busy_timeout_ms) from e
-        try:
-            yield
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
-        try:
-            self.conn.execute("COMMIT")
-        except sqlite3.OperationalError as e:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise _busy(e, self.busy_timeout_ms) from e
+            busy = busy_error(e, f"{self.busy_timeout_ms} ms")
+            if busy is None:
+                raise
+            raise busy from e
 
     def pin(self) -> None:
         """Start the read snapshot of the open transaction now (a read does; BEGIN does not)."""
@@ -418,9 +416,9 @@ def _unpack_checked(r: tuple) -> np.ndarray:
     return unpack(r[2])
 
 
-def _busy(e: sqlite3.OperationalError, timeout_ms: int) -> Exception:
-    """`StoreBusy` for a lock that stayed taken past the busy timeout; other errors unchanged."""
+def busy_error(e: sqlite3.OperationalError, waited: str = "its busy timeout") -> StoreBusy | None:
+    """`StoreBusy` when `e` says the lock stayed taken past the busy timeout, else None."""
     msg = str(e).lower()
     if "locked" in msg or "busy" in msg:
-        return StoreBusy(f"the store stayed locked by another writer for {timeout_ms} ms: {e}")
-    return e
+        return StoreBusy(f"the store stayed locked by another writer for {waited}: {e}")
+    return None

@@ -27,7 +27,7 @@ bench: $(STAMP)
 	$(PY) -m ams.cli bench session-viability --json bench.json --plot bench.png
 
 lint: $(STAMP)
-	.venv/bin/ruff check ams tests examples benchmarks
+	.venv/bin/ruff check ams tests examples benchmarks kernels
 
 clean:
 	rm -rf .venv .pytest_cache

@@ -31,6 +31,22 @@ class KakeyaConfig(_Frozen):
     variance: float = Field(0.99, gt=0, le=1, description="PCA variance kept by a codec.")
     n_segments: int = Field(16, ge=1, le=65535, description="Spherical k-means segments per codec.")
     max_train: int = Field(20000, ge=64, description="Most vectors a codec trains on (a seeded sample).")
+    pq_min_train: int = Field(
+        4096, ge=1024, description="A codec version trained on at least this many vectors codes residuals "
+        "by product quantisation (m + 6 bytes a vector); smaller ones keep the dense int8 residual (d + 8).",
+    )
+    pq_bytes: dict[str, int] = Field(
+        default_factory=lambda: {"sentence": 64, "salient": 48, "hidden": 48},
+        description="PQ sub-quantisers (bytes) per codec set once it is large: 64 + 64 + 48 + 48 plus four "
+        "6-byte headers keeps a memory's four vectors within 248 bytes.",
+    )
+
+    @field_validator("pq_bytes")
+    @classmethod
+    def _pq_bytes(cls, v: dict[str, int]) -> dict[str, int]:
+        if any(not isinstance(b, int) or not 1 <= b <= 4096 for b in v.values()):
+            raise ValueError("pq_bytes values must be between 1 and 4096")
+        return v
 
 
 class RetrievalConfig(_Frozen):

@@ -50,13 +50,16 @@ class SentenceEncoder:
     def encode(self, texts: list[str], *, batch_size: int = 64) -> Tensor:
         """Embed texts. Returns (B, d) float32 rows of unit norm."""
         out = []
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # batches of similar lengths pad less
         for i in range(0, len(texts), batch_size):
             batch = self.tokenizer(
-                texts[i : i + batch_size], padding=True, truncation=True,
+                [texts[j] for j in order[i : i + batch_size]], padding=True, truncation=True,
                 max_length=self.max_tokens, return_tensors="pt",
             )
             h = self.model(**batch).last_hidden_state  # (B, T, d)
             m = batch["attention_mask"].unsqueeze(-1).float()  # (B, T, 1)
             pooled = (h * m).sum(1) / m.sum(1).clamp_min(1)
             out.append(torch.nn.functional.normalize(pooled, dim=-1))
-        return torch.cat(out) if out else torch.zeros(0, self.d)
+        if not out:
+            return torch.zeros(0, self.d)
+        return torch.cat(out)[torch.argsort(torch.tensor(order))]  # rows back into the callers' order

@@ -45,7 +45,7 @@ from .errors import (
     TextTooLong,
     UnknownMode,
 )
-from .kakeya import KakeyaRegistry, default_sets
+from .kakeya import KakeyaCodec, KakeyaRegistry, default_sets
 from .retrieval import BundleIndex, FlatIndex, fuse
 from .store import Store, busy_error
 from .types import MODES, Generation, Hit, MemoryRecord
@@ -193,10 +193,8 @@ class Memory:
         with self.store.atomic():  # one snapshot, even while other processes write
             self._data_version = self.store.data_version()
             self._event = self.store.last_event_id()
-            self._codec_keys = self.store.codec_keys()
-            for set_name, version, trained_at, data in self.store.codecs():
-                if set_name in self.registry.sets:
-                    self.registry.load(set_name, version, trained_at, data)
+            self._codec_keys = set()
+            self._load_codecs(self.store.codec_keys())
             rows = self.store.memory_rows(self.user_id)
             content = self._decoded(self.store.vectors(self.user_id, "content"), "content")
             context = self._decoded(self.store.vectors(self.user_id, "context"), "context")
@@ -213,6 +211,27 @@ class Memory:
         if rows and (len(content) != len(rows) or len(context) != len(rows)):
             raise StoreCorrupted("a memory is missing its content or context vector")
         self._append(rows, content, context)
+
+    def _recoding(self, new_keys: set[tuple[str, int]]) -> bool:
+        """Whether codec versions `new_keys`, written by another process, re-coded stored rows:
+        a set's first version does, and so does its first PQ version (see `_store_fields`)."""
+        for set_name, version in new_keys:
+            s = self.registry.sets.get(set_name)
+            if s is None:
+                continue
+            if not s.versions:
+                return True
+            if not any(c.pq_bytes for c in s.versions.values()):
+                data = {(n, v): d for n, v, _, d in self.store.codecs()}[(set_name, version)]
+                if KakeyaCodec.from_bytes(data).pq_bytes:
+                    return True
+        return False
+
+    def _load_codecs(self, keys: set[tuple[str, int]]) -> None:
+        for set_name, version, trained_at, data in self.store.codecs():
+            if (set_name, version) in keys and set_name in self.registry.sets:
+                self.registry.load(set_name, version, trained_at, data)
+        self._codec_keys |= keys
 
     def _append(self, rows: list[dict], content: np.ndarray, context: np.ndarray) -> None:
         """Add stored rows, in write order, with their decoded content and context vectors."""
@@ -245,9 +264,12 @@ class Memory:
         version = self.store.data_version()
         if version == self._data_version:
             return
-        if self.store.codec_keys() != self._codec_keys:
-            self._load()
-            return
+        keys = self.store.codec_keys()
+        if keys != self._codec_keys:
+            if self._recoding(keys - self._codec_keys):
+                self._load()  # another process re-coded stored rows: read them all back
+                return
+            self._load_codecs(keys - self._codec_keys)  # later versions code only rows written after them
         events = self.store.events_since(self.user_id, self._event)
         self._data_version, self._event = version, self.store.last_event_id()
         gone = {m for _, m, e in events if e == "DELETE"}
@@ -271,22 +293,29 @@ class Memory:
         """Stack (memory_id, version, data) rows into decoded vectors, one batch per codec version."""
         if not items:
             return np.zeros((0, 0), dtype=np.float32)
-        out: list[np.ndarray | None] = [None] * len(items)
-        by_version: dict[int, list[int]] = {}
-        for i, (_, version, _) in enumerate(items):
-            by_version.setdefault(version, []).append(i)
-        for version, idx in by_version.items():
+        versions = np.fromiter((v for _, v, _ in items), dtype=np.int64, count=len(items))
+        out: np.ndarray | None = None
+        for version in np.unique(versions):
+            idx = np.flatnonzero(versions == version)
+            if len({items[i][2].shape for i in idx}) > 1:
+                raise StoreCorrupted(f"vectors of {field!r} coded by version {version} differ in length")
             stacked = np.stack([items[i][2] for i in idx])
-            vecs = stacked.astype(np.float32) if version == 0 else self._decode(field, version, stacked)
-            for j, i in enumerate(idx):
-                out[i] = vecs[j]
-        return np.stack(out)
+            vecs = stacked.astype(np.float32) if version == 0 else self._decode(field, int(version), stacked)
+            if out is None:
+                out = np.empty((len(items), vecs.shape[1]), dtype=np.float32)
+            elif vecs.shape[1] != out.shape[1]:
+                raise StoreCorrupted(f"vectors of {field!r} differ in width between codec versions")
+            out[idx] = vecs
+        return out
 
     def _decode(self, field: str, version: int, codes: np.ndarray) -> np.ndarray:
         set_name = self.registry.set_of(field)
         if version not in self.registry.sets[set_name].versions:
             raise StoreCorrupted(f"vectors of {field!r} name codec version {version} that the store lacks")
-        return self.registry.decode(field, version, codes)
+        codec = self.registry.codec(set_name, version)
+        if codes.ndim != 2 or codes.shape[1] != codec.code_size:
+            raise StoreCorrupted(f"vectors of {field!r} have codes of the wrong length for codec version {version}")
+        return codec.decode(codes)
 
     # -- writing --------------------------------------------------------------------------------
     def write(self, text: str, *, ts: float | _dt.datetime | None = None, session: str | None = None,
@@ -338,26 +367,25 @@ class Memory:
                           "salient": enc.salient.numpy(), "hidden": enc.hidden.numpy()}
                 for r in rows:
                     self.store.insert_memory(r)
-                retrained = self._store_fields([r["id"] for r in rows], fields)
+                recoded, stored = self._store_fields([r["id"] for r in rows], fields)
                 event = self.store.last_event_id()
         except BaseException:
             for s, versions in trained_before.items():  # forget codecs the rollback removed
                 for v in set(self.registry.sets[s].versions) - versions:
                     del self.registry.sets[s].versions[v], self.registry.sets[s].trained_at[v]
             raise
-        if retrained:
-            self._load()  # rows were re-coded: read back what inference must use, the decoded fields
+        self._codec_keys = {(name, v) for name, c in self.registry.sets.items() for v in c.versions}
+        if recoded:
+            self._load()  # stored rows were re-coded: read back what inference must use, the decoded fields
         else:
-            self._append(rows, self._roundtrip("content", content), self._roundtrip("context", fields["context"]))
+            self._append(rows, stored["content"], stored["context"])
             self._event = event
         return [r["id"] for r in rows]
 
-    def _roundtrip(self, field: str, x: np.ndarray) -> np.ndarray:
-        coded = self.registry.encode(field, x)
-        return x if coded is None else self.registry.decode(field, coded[0], coded[1])
-
-    def _store_fields(self, ids: list[str], fields: dict[str, np.ndarray]) -> bool:
-        """Write each field raw or coded; train codec sets that are due. True if any set trained."""
+    def _put_fields(self, ids: list[str], fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Write each field of memories `ids`, coded by its set's newest codec (raw while untrained);
+        returns field -> the vectors as stored, decoded: what the in-memory index must hold."""
+        stored = {}
         for name, x in fields.items():
             coded = self.registry.encode(name, x)
             for i, mid in enumerate(ids):
@@ -365,22 +393,42 @@ class Memory:
                     self.store.put_vector(mid, name, 0, x[i].astype(np.float32))
                 else:
                     self.store.put_vector(mid, name, coded[0], coded[1][i])
-        retrained = False
+            stored[name] = x if coded is None else self.registry.decode(name, coded[0], coded[1])
+        return stored
+
+    def _store_fields(self, ids: list[str], fields: dict[str, np.ndarray]) -> tuple[bool, dict[str, np.ndarray]]:
+        """Write each field raw or coded, then train the codec sets that are due.
+
+        Returns:
+            (whether stored rows were re-coded: on a set's first codec and its first PQ codec;
+             field -> the vectors as stored, decoded)
+        """
+        stored = self._put_fields(ids, fields)
+        recoded = False
         for set_name, codec_set in self.registry.sets.items():
-            n = self.store.count_vectors(codec_set.spec.fields)
+            n = self.store.memories_written() * len(codec_set.spec.fields)
             if not self.registry.due(set_name, n):
                 continue
-            first = codec_set.latest is None
+            before = dict(codec_set.versions)
             xt = np.concatenate([self._decoded(self.store.vectors(None, f), f) for f in codec_set.spec.fields])
             version = self.registry.train(set_name, xt, seed=self.config.prefix.seed)
-            self.store.put_codec(set_name, version, codec_set.trained_at[version],
-                                 self.registry.codec(set_name, version).to_bytes())
-            if first:  # the raw rows of every user are coded now; none stays raw once trained
-                for f in codec_set.spec.fields:
-                    for mid, _, raw in self.store.vectors(None, f, version=0):
-                        self.store.put_vector(mid, f, version, self.registry.codec(set_name, version).encode(raw)[0])
-            retrained = True
-        return retrained
+            codec = self.registry.codec(set_name, version)
+            self.store.put_codec(set_name, version, codec_set.trained_at[version], codec.to_bytes())
+            # Rows to re-code: the raw ones on a set's first training, and the dense-residual ones on its
+            # first PQ version, so a large store keeps no d + 8 byte codes (int8 decodes within ~1%, so
+            # coding its output again adds nothing measurable). Otherwise no row is coded twice.
+            stale = {0} if not before else set()
+            if codec.pq_bytes and not any(c.pq_bytes for c in before.values()):
+                stale |= set(before)
+            for f in codec_set.spec.fields:
+                for old in sorted(stale):
+                    rows = self.store.vectors(None, f, version=old)
+                    if rows:
+                        codes = codec.encode(self._decoded(rows, f))
+                        for (mid, _, _), code in zip(rows, codes):
+                            self.store.put_vector(mid, f, version, code)
+                        recoded = True
+        return recoded, stored
 
     def _validate_item(self, item: str | Mapping[str, Any], i: int) -> dict:
         if isinstance(item, str):
@@ -527,12 +575,10 @@ class Memory:
             fields = {"content": content, "context": context, "salient": enc.salient.numpy(),
                       "hidden": enc.hidden.numpy()}
             self.store.update_text(self.user_id, row.id, text, time.time())
-            for name, x in fields.items():
-                coded = self.registry.encode(name, x)
-                self.store.put_vector(row.id, name, *(coded[0], coded[1][0]) if coded else (0, x[0]))
+            stored = self._put_fields([row.id], fields)
             event = self.store.last_event_id()
-        self._index["topic"].replace(i, self._dirn(self.topic, self._roundtrip("content", content))[0])
-        self._index["context"].replace(i, self._dirn(self.context, self._roundtrip("context", context))[0])
+        self._index["topic"].replace(i, self._dirn(self.topic, stored["content"])[0])
+        self._index["context"].replace(i, self._dirn(self.context, stored["context"])[0])
         self._event = event
 
     @_guarded

@@ -12,7 +12,7 @@ Glossary: N rows, d width, Q queries, C candidates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import deque
 
 import faiss
 import numpy as np
@@ -20,63 +20,110 @@ import numpy as np
 from .kakeya.kmeans import SphericalKMeans
 
 
-@dataclass
-class _Node:
-    centroid: np.ndarray  # (d,)
-    children: list[_Node] = field(default_factory=list)
-    rows: np.ndarray | None = None  # leaf: row indices into the indexed matrix
-
-
 class DirectionTree:
-    """Hierarchical spherical k-means with beam search.
+    """Hierarchical spherical k-means with beam search, kept as flat arrays.
+
+    Nodes are numbered breadth-first, so a node's children are one contiguous id range and a
+    search is a few vectorised steps per level rather than a Python loop over nodes. Each inner
+    node's k-means trains on a seeded sample of at most `train_sample` of its rows, then assigns
+    all of them: a build costs about depth x N x branching x d multiply-adds.
 
     Args:
         branching: children per inner node.
         leaf_size: a node with at most this many rows is a leaf.
         beam: nodes kept per level while descending.
         seed: clustering seed; equal inputs give equal trees.
+        train_sample: most rows one node's k-means trains on.
     """
 
-    def __init__(self, *, branching: int = 16, leaf_size: int = 64, beam: int = 8, seed: int = 0) -> None:
+    def __init__(self, *, branching: int = 16, leaf_size: int = 64, beam: int = 8, seed: int = 0,
+                 train_sample: int = 2048, max_depth: int = 2) -> None:
         self.branching, self.leaf_size, self.beam, self.seed = branching, leaf_size, beam, seed
-        self.root: _Node | None = None
-        self.x: np.ndarray | None = None
+        self.max_depth = max_depth
+        self.train_sample = train_sample
+        self.x: np.ndarray | None = None  # (N, d) the indexed rows
+        self.centroids: np.ndarray | None = None  # (M, d) one unit centroid per node, breadth-first
+        self.child_lo: np.ndarray | None = None  # (M,) node i's children are child_lo[i]:child_hi[i]
+        self.child_hi: np.ndarray | None = None  # (M,) equal to child_lo for a leaf
+        self.row_lo: np.ndarray | None = None  # (M,) leaf i's rows are order[row_lo[i]:row_hi[i]]
+        self.row_hi: np.ndarray | None = None
+        self.order: np.ndarray | None = None  # (N,) row indices grouped by leaf
 
     def build(self, x: np.ndarray) -> DirectionTree:
         """Index unit rows `x` (N, d)."""
         self.x = np.ascontiguousarray(x, dtype=np.float32)
-        self.root = self._build(np.arange(len(self.x)), depth=0)
+        cents, child_lo, child_hi, leaf_rows = [], [], [], []
+        queue = deque([(np.arange(len(self.x)), 0)])  # (rows, depth); node id = dequeue order
+        next_id = 1
+        while queue:
+            rows, depth = queue.popleft()
+            c = self.x[rows].sum(0)
+            cents.append(c / max(float(np.linalg.norm(c)), 1e-12))
+            groups = self._split(rows, depth) if len(rows) > self.leaf_size and depth < self.max_depth else []
+            if len(groups) > 1:
+                child_lo.append(next_id)
+                next_id += len(groups)
+                child_hi.append(next_id)
+                queue.extend((g, depth + 1) for g in groups)
+                leaf_rows.append(rows[:0])
+            else:  # small enough, or identical points that no split separates
+                child_lo.append(0)
+                child_hi.append(0)
+                leaf_rows.append(rows)
+        sizes = np.array([len(r) for r in leaf_rows], dtype=np.int64)
+        self.row_hi = np.cumsum(sizes)
+        self.row_lo = self.row_hi - sizes
+        self.order = np.concatenate(leaf_rows).astype(np.int64)
+        self.centroids = np.stack(cents).astype(np.float32)
+        self.child_lo, self.child_hi = np.array(child_lo, dtype=np.int64), np.array(child_hi, dtype=np.int64)
         return self
 
-    def _build(self, rows: np.ndarray, depth: int) -> _Node:
+    def _split(self, rows: np.ndarray, depth: int) -> list[np.ndarray]:
         xs = self.x[rows]
-        centroid = xs.mean(0)
-        centroid /= max(float(np.linalg.norm(centroid)), 1e-12)
-        if len(rows) <= self.leaf_size:
-            return _Node(centroid, rows=rows)
-        km = SphericalKMeans(self.branching, n_iter=10, seed=self.seed + depth).train(xs)
+        train = xs
+        if len(rows) > self.train_sample:
+            rng = np.random.default_rng(self.seed + depth)
+            train = xs[np.sort(rng.choice(len(rows), self.train_sample, replace=False))]
+        # the root splits `branching` ways; below it, a node splits into as many leaves as it needs
+        k = self.branching if depth == 0 else min(256, -(-len(rows) // self.leaf_size))
+        km = SphericalKMeans(k, n_iter=10, seed=self.seed + depth, init="random").train(train)
         _, assign = km.assign(xs)
-        groups = [rows[assign == c] for c in range(len(km.centroids))]
-        groups = [g for g in groups if len(g)]
-        if len(groups) == 1:  # identical points: no split possible
-            return _Node(centroid, rows=rows)
-        return _Node(centroid, children=[self._build(g, depth + 1) for g in groups])
+        by = np.argsort(assign, kind="stable")
+        bounds = np.cumsum(np.bincount(assign, minlength=len(km.centroids)))[:-1]
+        return [g for g in np.split(rows[by], bounds) if len(g)]
 
     def search(self, q: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-`n` rows for query `q` (d,) among the reached leaves: (scores D, rows I)."""
-        frontier = [self.root]
-        leaves: list[np.ndarray] = []
-        while frontier:
-            inner = [c for node in frontier for c in node.children]
-            leaves += [node.rows for node in frontier if node.rows is not None]
-            if not inner:
-                break
-            sims = np.array([c.centroid @ q for c in inner])
-            frontier = [inner[i] for i in np.argsort(-sims, kind="stable")[: self.beam]]
-        rows = np.concatenate(leaves) if leaves else np.zeros(0, dtype=np.int64)
+        rows = self.reach(q)
         scores = self.x[rows] @ q
         top = np.argsort(-scores, kind="stable")[:n]
         return scores[top], rows[top]
+
+    def reach(self, q: np.ndarray) -> np.ndarray:
+        """The rows under the leaves that a beam search for `q` (d,) reaches: what `search` scans."""
+        frontier = np.zeros(1, dtype=np.int64)
+        leaves = []
+        while frontier.size:
+            inner = self.child_hi[frontier] > self.child_lo[frontier]
+            leaves.append(frontier[~inner])
+            frontier = frontier[inner]
+            if not frontier.size:
+                break
+            kids = _ranges(self.child_lo[frontier], self.child_hi[frontier])
+            sims = self.centroids[kids] @ q
+            frontier = kids[np.argsort(-sims, kind="stable")[: self.beam]]
+        leaf = np.concatenate(leaves)
+        return self.order[_ranges(self.row_lo[leaf], self.row_hi[leaf])]
+
+
+def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(lo[i], hi[i]) over i, without a Python loop."""
+    sizes = hi - lo
+    total = int(sizes.sum())
+    if not total:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.repeat(lo - (np.cumsum(sizes) - sizes), sizes)
+    return starts + np.arange(total)
 
 
 class BundleIndex:

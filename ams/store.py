@@ -9,6 +9,7 @@ Tables:
     meta        key -> value: format marker, backbone identity, embedder, config
     memories    seq (write order), id, user_id, text, ts, session, role, meta, created/updated, access
     vectors     (memory_id, field) -> version (0 raw float32, >= 1 Kakeya codec version), data
+                (version 0: safetensors float32; >= 1: the code's bytes, whose length the codec knows)
     codecs      (set_name, version) -> trained_at, data (a serialised Kakeya codec)
     weights     name -> data (trained channel weights; empty while the channel is untrained)
     history     one row per add / update / delete of a memory
@@ -85,10 +86,18 @@ def _m002_checksums(db: sqlite_utils.Database) -> None:
     db.execute("UPDATE vectors SET checksum = ams_crc(data)")
 
 
+def _m003_raw_codes(db: sqlite_utils.Database) -> None:
+    """Codec codes (version >= 1) as their plain bytes: a safetensors header around a 70-byte code
+    cost as much as the code itself. Raw float32 vectors (version 0) stay safetensors."""
+    db.execute("UPDATE vectors SET data = ams_code_bytes(data) WHERE version >= 1")
+    db.execute("UPDATE vectors SET checksum = ams_crc(data) WHERE version >= 1")
+
+
 # Registered in order; a store records each name it has applied. Append, never edit.
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_checksums", _m002_checksums),
+    ("003_raw_codes", _m003_raw_codes),
 ]
 
 
@@ -155,6 +164,8 @@ class Store:
             conn.execute("PRAGMA foreign_keys = ON")
             conn.create_function("ams_row_crc", 7, row_crc, deterministic=True)
             conn.create_function("ams_crc", 1, _crc, deterministic=True)
+            conn.create_function("ams_code_bytes", 1, lambda b: unpack(b).astype(np.uint8).tobytes(),
+                                 deterministic=True)
         except sqlite3.DatabaseError as e:
             conn.close()
             raise StoreCorrupted(f"{path} is not a readable SQLite database: {e}") from e
@@ -352,11 +363,14 @@ class Store:
 
     # -- vectors and codecs ---------------------------------------------------------------------
     def put_vector(self, memory_id: str, field: str, version: int, array: np.ndarray) -> None:
-        data = pack(array)
+        """Store a raw float32 vector (version 0, as safetensors) or a codec's code (its bytes)."""
+        data = pack(array) if version == 0 else np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+        # REPLACE (delete, then insert at the end) rather than an in-place UPDATE: re-coding shrinks
+        # 1.5-2.3 KB raw vectors to 62-byte codes, and shrunken rows left their pages 80% empty
+        # (2,077 table bytes for 248 bytes of codes a memory at 10^4); freed pages are reused.
         self.db.execute(
-            "INSERT INTO vectors (memory_id, field, version, data, checksum) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT(memory_id, field) DO UPDATE SET version = excluded.version, data = excluded.data,"
-            " checksum = excluded.checksum", [memory_id, field, version, data, _crc(data)])
+            "INSERT OR REPLACE INTO vectors (memory_id, field, version, data, checksum) VALUES (?, ?, ?, ?, ?)",
+            [memory_id, field, version, data, _crc(data)])
 
     def vectors(self, user_id: str | None, field: str, *, version: int | None = None) -> list[tuple[str, int, np.ndarray]]:
         """(memory_id, version, array) of one field, in write order; all users when user_id is None."""
@@ -377,9 +391,11 @@ class Store:
                                f" AND memory_id IN ({marks})", [field, *memory_ids])
         return {r[0]: (r[1], _unpack_checked(r)) for r in rows}
 
-    def count_vectors(self, fields: tuple[str, ...]) -> int:
-        marks = ",".join("?" * len(fields))
-        return self.db.execute(f"SELECT count(*) FROM vectors WHERE field IN ({marks})", list(fields)).fetchone()[0]
+    def memories_written(self) -> int:
+        """Memories ever written to the store, all users, deleted ones included; O(1), from the
+        AUTOINCREMENT counter (a count(*) would scan the table on every write)."""
+        row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'memories'").fetchone()
+        return int(row[0]) if row else 0
 
     def codec_keys(self) -> set[tuple[str, int]]:
         return {(r[0], r[1]) for r in self.db.execute("SELECT set_name, version FROM codecs")}
@@ -413,7 +429,7 @@ def _unpack_checked(r: tuple) -> np.ndarray:
     """A (memory_id, version, data, checksum) row's array, once its bytes match their checksum."""
     if r[3] != _crc(r[2]):
         raise StoreCorrupted(f"a vector of memory {r[0]!r} fails its checksum: the file was damaged")
-    return unpack(r[2])
+    return unpack(r[2]) if r[1] == 0 else np.frombuffer(bytes(r[2]), dtype=np.uint8)
 
 
 def busy_error(e: sqlite3.OperationalError, waited: str = "its busy timeout") -> StoreBusy | None:

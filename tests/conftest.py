@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Triton kernels run in the interpreter on CPU; set TRITON_INTERPRET=0 on a GPU to run them compiled.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 import torch

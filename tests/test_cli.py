@@ -2,6 +2,7 @@ import json
 
 import ams
 from ams.cli import main
+from ams.store import MIGRATIONS
 from tests.conftest import FACTS
 
 
@@ -20,7 +21,7 @@ def test_import_inspect_export_round_trip(tmp_path, tiny_backbone_dir, capsys):
     assert main(["inspect", str(store), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["memories"] == 6 and info["users"] == {"ana": 6} and info["backbone"] == tiny_backbone_dir
-    assert info["bytes_per_memory"] > 0 and info["schema_version"] == 2
+    assert info["bytes_per_memory"] > 0 and info["schema_version"] == len(MIGRATIONS)
     assert main(["export", str(store), "--user", "ana", "-o", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["text"] for r in rows] == FACTS and all(r["type"] == "fact" and r["session"] == "s1" for r in rows)

@@ -92,3 +92,34 @@ def test_spherical_kmeans_assigns_to_the_nearest_centroid():
     for c in range(4):  # each true cluster maps to one centroid
         assert len(set(assign[c * 25 : (c + 1) * 25])) == 1
     assert len(set(assign)) == 4
+
+
+def test_registry_switches_to_the_pq_residual_once_a_set_is_large():
+    cfg = KakeyaConfig(min_entries=64, growth=4, pq_min_train=1024, pq_bytes={"sentence": 8, "hidden": 12})
+    reg = KakeyaRegistry(default_sets(32, 48), cfg)
+    reg.train("sentence", anisotropic(256, 32, seed=11))
+    assert reg.codec("sentence", 1).code_size == 32 + 8  # small set: dense int8 residual
+    reg.train("sentence", anisotropic(1024, 32, seed=12))
+    assert reg.codec("sentence", 2).code_size == 8 + 6  # large set: 8 PQ bytes + coarse part
+    reg.train("hidden", anisotropic(1100, 48, seed=13))
+    assert reg.codec("hidden", 1).code_size == 12 + 6
+    x = anisotropic(50, 32, seed=14)
+    version, codes = reg.encode("content", x)
+    assert version == 2 and codes.shape == (50, 14)
+    err = np.linalg.norm(reg.decode("content", 2, codes) - x, axis=1) / np.linalg.norm(x, axis=1)
+    assert np.median(err) < 0.3
+    assert reg.decode("content", 1, reg.codec("sentence", 1).encode(x)).shape == (50, 32)  # old rows still decode
+
+
+def test_pq_bytes_config_is_validated():
+    with pytest.raises(ValueError):
+        KakeyaConfig(pq_bytes={"sentence": 0})
+
+
+def test_spherical_kmeans_random_init_also_separates_clusters():
+    rng = np.random.default_rng(1)
+    x = np.repeat(np.eye(4, 8), 25, axis=0) + rng.normal(scale=0.05, size=(100, 8))
+    _, assign = SphericalKMeans(4, seed=0, init="random").train(x).assign(x)
+    assert len(set(assign)) >= 3  # random seeds may merge two clusters; k-means++ above must not
+    with pytest.raises(ValueError):
+        SphericalKMeans(4, init="farthest")

@@ -298,3 +298,23 @@ def test_a_base_model_answer_ends_at_the_end_of_its_line(tiny_backbone_dir):
     assert bb.decode(ids).endswith("Answer:")
     base = bb.generate_batch([ids, bb.chat_ids("And my cat?")], max_new_tokens=24)
     assert all("\n" not in t for t in base) and isinstance(chat[0], str)
+
+
+def test_a_large_set_moves_every_row_to_pq_codes_and_still_finds_them(tmp_path, tiny_backbone_dir):
+    cfg = ams.MemoryConfig(kakeya=ams.KakeyaConfig(growth=1.5, pq_min_train=1024,
+                                           pq_bytes={"sentence": 16, "salient": 8, "hidden": 8}))
+    texts = [f"Note {i}: person {i % 37} keeps a {['red', 'blue', 'green'][i % 3]} item number {i % 53}."
+             for i in range(520)]
+    path = tmp_path / "big.db"
+    with ams.Memory.open(path, backbone=tiny_backbone_dir, config=cfg) as mem:
+        mem.write_many(texts[:300])  # 600 sentence vectors: a dense int8 codec
+        assert {mem.registry.codec("sentence", v).code_size for _, v, _ in mem.store.vectors(None, "content")} == {392}
+        mem.write_many(texts[300:])  # 1040 >= 1.5 x 600 and >= pq_min_train: the first PQ version
+        for field in ("content", "context"):
+            sizes = {len(code) for _, _, code in mem.store.vectors(None, field)}
+            assert sizes == {16 + 6}, field  # every earlier row was re-coded, none keeps 392 bytes
+        assert mem.search(texts[7], k=1)[0].text == texts[7]
+        assert mem.search(texts[400], k=1)[0].text == texts[400]
+    with ams.Memory.open(path, backbone=tiny_backbone_dir) as mem:
+        assert mem.search(texts[7], k=1)[0].text == texts[7]
+        assert mem.verify()["memories"] == 520

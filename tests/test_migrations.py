@@ -41,6 +41,10 @@ def test_previous_schema_store_migrates_and_keeps_every_memory(tmp_path, tiny_ba
         assert report["memories"] == len(got) == 69
         assert "I moved to Lisbon." in [t for _, t, _, _ in got]
         assert mem.search("place 12 with friend 5", k=1)[0].text.startswith("Memory 12:")
+        for field in ("content", "context", "salient", "hidden"):  # 003: codes are their bare bytes now
+            set_name = mem.registry.set_of(field)
+            for _, version, code in mem.store.vectors(None, field):
+                assert version == 0 or code.shape == (mem.registry.codec(set_name, version).code_size,)
         new = mem.write("A memory written after the migration.")
         assert mem.get(new).text == "A memory written after the migration."
     with ams.Memory.open(path, backbone=tiny_backbone_dir, user_id="bob") as bob:

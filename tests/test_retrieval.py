@@ -23,13 +23,10 @@ def test_tree_recall_against_faiss_exact_at_10000_memories():
 def test_tree_search_scans_only_part_of_the_store():
     x = clustered(5000, 32, seed=2)
     tree = DirectionTree(branching=16, leaf_size=32, beam=2).build(x)
-    frontier, reached = [tree.root], 0
-    while frontier:  # count rows under the leaves a beam of 2 reaches for one query
-        q = x[0]
-        inner = [c for n in frontier for c in n.children]
-        reached += sum(len(n.rows) for n in frontier if n.rows is not None)
-        frontier = sorted(inner, key=lambda c: -float(c.centroid @ q))[:2] if inner else []
-    assert reached < len(x) / 4
+    reached = tree.reach(x[0])  # the rows a beam of 2 scans for one query
+    assert len(np.unique(reached)) == len(reached)
+    assert 0 in reached
+    assert len(reached) < len(x) / 4
 
 
 def test_bundle_index_skips_deleted_rows_and_sees_rows_added_after_the_build():

@@ -94,8 +94,10 @@ class HFBackbone:
         """
         hiddens, salients = [], []
         emb = self.model.get_input_embeddings()
+        seqs = [self._with_bos(self.tokenize(t)) for t in texts]
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # batches of similar lengths pad less
         for i in range(0, len(texts), batch_size):
-            chunk = [self._with_bos(self.tokenize(t)) for t in texts[i : i + batch_size]]
+            chunk = [seqs[j] for j in order[i : i + batch_size]]
             ids, mask = self._right_pad(chunk)  # (B, T)
             out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
             h = out.hidden_states[-1].float()  # (B, T, d)
@@ -109,7 +111,8 @@ class HFBackbone:
                 w[:, 0] = surprisal.mean(1)
             e = emb(ids).float()  # (B, T, d)
             salients.append((w.unsqueeze(-1) * e).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-6))
-        return BackboneEncoding(torch.cat(hiddens), torch.cat(salients))
+        back = torch.argsort(torch.tensor(order))  # rows back into the callers' order
+        return BackboneEncoding(torch.cat(hiddens)[back], torch.cat(salients)[back])
 
     @property
     def _bos(self) -> int | None:

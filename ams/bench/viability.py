@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import MemoryConfig
 from ..errors import InvalidInput
 from ..session import Session, is_hit, is_substring_hit, load_session, seed_path
 from .synthetic import generate_session
@@ -50,6 +51,7 @@ class BenchConfig:
     split: str = "heldout"
     batch_size: int = 8  # questions generated together
     retrieval_only: bool = False  # skip generation: recall, write and size metrics only
+    store_config: dict | None = None  # a MemoryConfig as a dict for the stores the bench writes; None: defaults
 
     def __post_init__(self) -> None:
         bad = [m for m in self.modes if m not in MODES]
@@ -131,6 +133,10 @@ def run(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
     from ..memory import Memory
 
     sessions = {n: session_for(cfg, n) for n in cfg.ns}  # fail on a bad N before any work
+    try:
+        store_config = MemoryConfig.model_validate(cfg.store_config) if cfg.store_config is not None else None
+    except ValueError as e:
+        raise InvalidInput(f"store_config is not a valid MemoryConfig: {e}") from e
     modes = () if cfg.retrieval_only else cfg.modes
     total = sum(len(s.facts) + len(s.queries) * max(1, len(modes)) for s in sessions.values())
     bar = tqdm(total=total, disable=not progress, desc="session-viability", unit="step", file=sys.stderr)
@@ -139,7 +145,7 @@ def run(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
     for n, session in sessions.items():
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "bench.db"
-            with Memory.open(path, backbone=cfg.backbone) as mem:
+            with Memory.open(path, backbone=cfg.backbone, config=store_config) as mem:
                 t0 = time.perf_counter()
                 ids: list[str] = []
                 times = _fact_times(session)

@@ -7,9 +7,22 @@ A vector x (d,) is coded in a learned frame:
     z_perp = z - alpha t_dir
     seg    = argmax_s <z_perp, c_s>       spherical k-means segment of the perpendicular part
     t      = <z_perp, c_seg>              position along the segment's centre line
-    res    = z_perp - t c_seg             all d coordinates, int8 with one fp16 scale per vector
-and decoded as mean + R^T (alpha t_dir + t c_seg + res). One vector's code is
+    res    = z_perp - t c_seg             all d coordinates, coded one of two ways (below)
+and decoded as mean + R^T (alpha t_dir + t c_seg + res). One vector's code is, with a dense residual,
     alpha fp16 | t fp16 | scale fp16 | seg uint16 | res int8[d]          (code_size = d + 8 bytes)
+or, with a product-quantised residual of m sub-quantisers (`pq_bytes = m`),
+    alpha fp16 | t fp16 | seg uint16 | res uint8[m]                      (code_size = m + 6 bytes)
+The PQ residual is quantised in the vectors' own coordinates, R^T res = (x - mean) - R^T (alpha t_dir
++ t c_seg), padded to m * ceil(d / m) coordinates, sub-quantiser j taking coordinates j, j + m, ...
+(Quantising it in the PCA frame instead, where a few leading coordinates carry most of the energy,
+measured worse at 96 and 128 bytes than plain PQ; in the original coordinates the coarse part
+only removes energy.) Encoding then needs no rotation at all: alpha, the segment and t are inner
+products of x - mean with R^T t_dir and R^T c_s.
+Each sub-quantiser has 256 centroids (Lloyd k-means on at most 8,192 residuals).
+
+The dense residual is for small training sets (a bounded error whatever the size, about 0.01); the
+registry switches a set to the PQ residual once a version trains on enough vectors for 256 centroids
+per sub-quantiser (see `KakeyaConfig.pq_min_train`), which is what keeps large stores small.
 
 Why a dense residual and not a top-k sparse one: sentence embeddings are close to isotropic, and on
 846 held-out MiniLM sentence vectors a top-k int8 residual in the PCA subspace gave a median relative
@@ -20,12 +33,13 @@ per vector bounds the error whatever the training size (about 0.01 at 8 bits).
 FAISS-style API: `train(xt)`, `encode(x) -> uint8 (n, code_size)`, `decode(codes) -> (n, d)`,
 `code_size`; using a codec before `train` raises `NotTrained`. A codec serialises itself to
 safetensors bytes (`to_bytes` / `from_bytes`).
-Glossary: n vectors, d width, r kept PCA rank, S segments.
+Glossary: n vectors, d width, r kept PCA rank, S segments, m PQ sub-quantisers, ds their width.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
@@ -41,14 +55,21 @@ class KakeyaCodec:
         variance: share of the training energy the top-r PCA directions keep (t_dir and the
             segments live in those r directions; the residual covers all d).
         n_segments: spherical k-means segments of the perpendicular part.
-        seed: seed of the segment clustering.
+        seed: seed of the segment and PQ clustering.
+        pq_bytes: 0 for the dense int8 residual; m > 0 for a residual product-quantised by m
+            sub-quantisers of one byte each.
     """
 
-    def __init__(self, d: int, *, variance: float = 0.99, n_segments: int = 16, seed: int = 0) -> None:
+    def __init__(self, d: int, *, variance: float = 0.99, n_segments: int = 16, seed: int = 0,
+                 pq_bytes: int = 0) -> None:
+        if pq_bytes < 0 or pq_bytes > d:
+            raise ValueError(f"pq_bytes must be between 0 and d = {d}, got {pq_bytes}")
         self.d = d
         self.variance = variance
         self.n_segments = n_segments
         self.seed = seed
+        self.pq_bytes = pq_bytes
+        self.pq_centroids: np.ndarray | None = None  # (m, 256, ds) with pq_bytes = m
         self.mean: np.ndarray | None = None  # (d,)
         self.rotation: np.ndarray | None = None  # (d, d), orthonormal rows, PCA order
         self.rank: int = 0  # r
@@ -61,7 +82,11 @@ class KakeyaCodec:
 
     @property
     def code_size(self) -> int:
-        return self.d + 8
+        return self.pq_bytes + 6 if self.pq_bytes else self.d + 8
+
+    @property
+    def _ds(self) -> int:
+        return -(-self.d // self.pq_bytes)  # ceil(d / m)
 
     def train(self, xt: np.ndarray, axis: np.ndarray | None = None) -> KakeyaCodec:
         """Learn the frame from training vectors `xt` (n, d).
@@ -76,7 +101,9 @@ class KakeyaCodec:
             raise ValueError(f"train expects (n >= 2, {self.d}) vectors, got {xt.shape}")
         mean = xt.mean(0)
         xc = xt - mean
-        _, s, vt = np.linalg.svd(xc, full_matrices=True)  # vt (d, d): a complete basis
+        # vt (d, d): a complete basis. With n >= d the thin SVD already gives d directions; a full
+        # one would also build U (n, n), 2 GB at n = 16,384.
+        _, s, vt = np.linalg.svd(xc, full_matrices=len(xc) < self.d)
         energy = np.cumsum(s**2) / max(float((s**2).sum()), 1e-30)
         r = max(1, min(int(np.searchsorted(energy, self.variance)) + 1, len(s)))
         t = vt @ axis if axis is not None else np.eye(self.d)[0]
@@ -91,36 +118,108 @@ class KakeyaCodec:
         cent = normalize_rows(cent - np.outer(cent @ t_dir, t_dir))
         self.mean, self.rotation, self.rank = mean.astype(np.float32), vt.astype(np.float32), r
         self.t_dir, self.centres = t_dir.astype(np.float32), cent.astype(np.float32)
+        if self.pq_bytes:
+            z32 = z.astype(np.float32)
+            alpha, _, seg, t = self._coarse(z32)
+            self.pq_centroids = self._train_pq(
+                xc.astype(np.float32) - self._coarse_vectors(alpha.astype(np.float32), t, seg))
         return self
+
+    def _coarse_vectors(self, alpha: np.ndarray, t: np.ndarray, seg: np.ndarray) -> np.ndarray:
+        """alpha t_dir + t c_seg mapped back to the vectors' coordinates (n, d), mean excluded."""
+        return np.outer(alpha, self.t_dir @ self.rotation) + t[:, None] * (self.centres @ self.rotation)[seg]
+
+    def _coarse(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(alpha fp16, t fp16, seg, t as fp32) of frame coordinates z (n, d): the coarse part."""
+        alpha = z @ self.t_dir  # (n,)
+        zp = z - np.outer(alpha, self.t_dir)
+        seg = np.argmax(zp @ self.centres.T, axis=1)  # (n,)
+        t = np.einsum("nd,nd->n", zp, self.centres[seg]).astype(np.float16)
+        return alpha.astype(np.float16), t, seg, t.astype(np.float32)
+
+    def _interleave(self, res: np.ndarray) -> np.ndarray:
+        """(n, d) residuals -> (n, m, ds) sub-vectors; sub-quantiser j holds coordinates j + i m."""
+        m, ds = self.pq_bytes, self._ds
+        pad = np.zeros((len(res), m * ds), dtype=np.float32)
+        pad[:, : self.d] = res
+        return np.ascontiguousarray(pad.reshape(len(res), ds, m).transpose(0, 2, 1))
+
+    def _deinterleave(self, sub: np.ndarray) -> np.ndarray:
+        """Inverse of `_interleave`: (n, m, ds) -> (n, d)."""
+        return sub.transpose(0, 2, 1).reshape(len(sub), -1)[:, : self.d]
+
+    def _train_pq(self, res: np.ndarray, max_points: int = 8192, n_iter: int = 10) -> np.ndarray:
+        """Lloyd k-means with 256 centroids in every sub-quantiser's space, on a seeded sample of at
+        most `max_points` residuals (32 per centroid): (n, d) -> centroids (m, 256, ds).
+
+        Written out rather than FAISS's `ProductQuantizer.train`, which took 35 s here on 16,384
+        vectors (25 iterations on 65,536-point samples); this takes about 5 s and is deterministic."""
+        rng = np.random.default_rng(self.seed)
+        if len(res) > max_points:
+            res = res[np.sort(rng.choice(len(res), max_points, replace=False))]
+        sub = self._interleave(res).transpose(1, 0, 2).copy()  # (m, n, ds)
+        m, n, ds = sub.shape
+        k = 256
+        c = sub[:, rng.choice(n, k, replace=n < k)].copy()  # (m, k, ds)
+        for _ in range(n_iter):
+            assign = np.stack([((c[j] ** 2).sum(-1)[None] - 2.0 * (sub[j] @ c[j].T)).argmin(1)
+                               for j in range(m)])  # (m, n)
+            flat = (assign + (np.arange(m) * k)[:, None]).ravel()
+            counts = np.bincount(flat, minlength=m * k)
+            xs = sub.reshape(-1, ds)
+            sums = np.stack([np.bincount(flat, weights=xs[:, i], minlength=m * k) for i in range(ds)], axis=1)
+            new = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], c.reshape(-1, ds))
+            c = new.reshape(m, k, ds).astype(np.float32)  # an empty cluster keeps its centre
+        return c
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """Codes of vectors `x` (n, d) as uint8 rows (n, code_size)."""
         self._check()
         x = np.asarray(x, dtype=np.float32).reshape(-1, self.d)
         n = x.shape[0]
+        if self.pq_bytes:
+            return self._encode_pq(x)
         z = (x - self.mean) @ self.rotation.T  # (n, d)
-        alpha = z @ self.t_dir  # (n,)
-        zp = z - np.outer(alpha, self.t_dir)
-        seg = np.argmax(zp @ self.centres.T, axis=1)  # (n,)
-        t = np.einsum("nd,nd->n", zp, self.centres[seg])
-        alpha, t = alpha.astype(np.float16), t.astype(np.float16)  # code what decode will see
-        res = z - np.outer(alpha, self.t_dir) - t.astype(np.float32)[:, None] * self.centres[seg]
+        alpha, t, seg, t32 = self._coarse(z)  # fp16 values: code what decode will see
+        res = z - np.outer(alpha.astype(np.float32), self.t_dir) - t32[:, None] * self.centres[seg]
+        seg_b = seg.astype(np.uint16).reshape(n, 1).view(np.uint8)
         scale = (np.abs(res).max(axis=1) / 127.0).astype(np.float16)
         safe = np.where(scale > 0, scale.astype(np.float32), 1.0)
         q = np.clip(np.rint(res / safe[:, None]), -127, 127).astype(np.int8)  # (n, d)
         head = np.stack([alpha, t, scale], axis=1).view(np.uint8).reshape(n, 6)
-        seg_b = seg.astype(np.uint16).reshape(n, 1).view(np.uint8)
         return np.ascontiguousarray(np.concatenate([head, seg_b, q.view(np.uint8)], axis=1))
+
+    def _encode_pq(self, x: np.ndarray) -> np.ndarray:
+        """Codes of (n, d) vectors with the PQ residual: the fused Triton kernel on a GPU, its
+        PyTorch reference elsewhere (`ams.kernels.kakeya_encode`)."""
+        from ams.kernels import kakeya_encode
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        # in the vectors' own coordinates: <z, t_dir> = <x - mean, R^T t_dir>, and so for the centres
+        arrays = (x, self.mean, self.t_dir @ self.rotation, self.centres @ self.rotation, self.pq_centroids)
+        alpha, t, seg, res = (a.cpu().numpy() for a in kakeya_encode(
+            *(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays)))
+        head = np.stack([alpha, t], axis=1).view(np.uint8).reshape(len(x), 4)
+        seg_b = seg.astype(np.uint16).reshape(len(x), 1).view(np.uint8)
+        return np.ascontiguousarray(np.concatenate([head, seg_b, res], axis=1))
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Vectors (n, d) float32 from codes (n, code_size)."""
         self._check()
         codes = np.ascontiguousarray(np.asarray(codes, dtype=np.uint8).reshape(-1, self.code_size))
-        head = codes[:, :6].copy().view(np.float16).astype(np.float32)  # (n, 3)
-        alpha, t, scale = head[:, 0], head[:, 1], head[:, 2]
-        seg = codes[:, 6:8].copy().view(np.uint16)[:, 0].astype(np.int64)
+        if self.pq_bytes:
+            head = codes[:, :4].copy().view(np.float16).astype(np.float32)  # (n, 2)
+            alpha, t = head[:, 0], head[:, 1]
+            seg = codes[:, 4:6].copy().view(np.uint16)[:, 0].astype(np.int64)
+        else:
+            head = codes[:, :6].copy().view(np.float16).astype(np.float32)  # (n, 3)
+            alpha, t, scale = head[:, 0], head[:, 1], head[:, 2]
+            seg = codes[:, 6:8].copy().view(np.uint16)[:, 0].astype(np.int64)
         if seg.size and seg.max() >= len(self.centres):
             raise StoreCorrupted("a Kakeya code names a segment its codec does not have")
+        if self.pq_bytes:
+            sub = self.pq_centroids[np.arange(self.pq_bytes)[None, :], codes[:, 6:]]  # (n, m, ds)
+            return (self.mean + self._coarse_vectors(alpha, t, seg) + self._deinterleave(sub)).astype(np.float32)
         res = codes[:, 8:].view(np.int8).astype(np.float32) * scale[:, None]  # (n, d)
         z = np.outer(alpha, self.t_dir) + t[:, None] * self.centres[seg] + res
         return (z @ self.rotation + self.mean).astype(np.float32)
@@ -128,19 +227,21 @@ class KakeyaCodec:
     # -- persistence ----------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         self._check()
-        meta = np.array([self.d, self.rank, self.n_segments, self.seed], dtype=np.int64)
-        return st_save(
-            {"mean": self.mean, "rotation": self.rotation, "t_dir": self.t_dir,
-             "centres": self.centres, "meta": meta,
-             "variance": np.array([self.variance], dtype=np.float64)}
-        )
+        meta = np.array([self.d, self.rank, self.n_segments, self.seed, self.pq_bytes], dtype=np.int64)
+        arrays = {"mean": self.mean, "rotation": self.rotation, "t_dir": self.t_dir,
+                  "centres": self.centres, "meta": meta, "variance": np.array([self.variance], dtype=np.float64)}
+        if self.pq_bytes:
+            arrays["pq_centroids"] = self.pq_centroids
+        return st_save(arrays)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> KakeyaCodec:
         try:
             t = st_load(data)
-            d, rank, n_seg, seed = (int(v) for v in t["meta"])
-            codec = cls(d, variance=float(t["variance"][0]), n_segments=n_seg, seed=seed)
+            d, rank, n_seg, seed, *rest = (int(v) for v in t["meta"])  # codecs before PQ: 4 fields
+            codec = cls(d, variance=float(t["variance"][0]), n_segments=n_seg, seed=seed,
+                        pq_bytes=rest[0] if rest else 0)
+            codec.pq_centroids = t.get("pq_centroids")
             codec.mean, codec.rotation, codec.t_dir, codec.centres = (
                 t["mean"], t["rotation"], t["t_dir"], t["centres"]
             )
@@ -149,6 +250,9 @@ class KakeyaCodec:
             raise StoreCorrupted(f"unreadable Kakeya codec: {e}") from e
         if codec.rotation.shape != (d, d) or codec.mean.shape != (d,) or codec.t_dir.shape != (d,):
             raise StoreCorrupted("Kakeya codec arrays do not match its width")
+        if codec.pq_bytes and (codec.pq_centroids is None
+                               or codec.pq_centroids.shape != (codec.pq_bytes, 256, codec._ds)):
+            raise StoreCorrupted("Kakeya codec PQ centroids do not match its layout")
         return codec
 
     def _check(self) -> None:

@@ -20,12 +20,17 @@ class SphericalKMeans:
         k: number of centroids (fewer when there are fewer distinct points).
         n_iter: Lloyd iterations.
         seed: seed of the initialisation; equal seeds and data give equal centroids.
+        init: "k-means++" (greedy, costs about k x n x d x (2 + log k)) or "random" (k distinct
+            rows; what the direction trees use, where k-means++ dominated the build time).
     """
 
-    def __init__(self, k: int, *, n_iter: int = 20, seed: int = 0) -> None:
+    def __init__(self, k: int, *, n_iter: int = 20, seed: int = 0, init: str = "k-means++") -> None:
+        if init not in ("k-means++", "random"):
+            raise ValueError(f"init must be 'k-means++' or 'random', got {init!r}")
         self.k = k
         self.n_iter = n_iter
         self.seed = seed
+        self.init = init
         self.centroids: np.ndarray | None = None
 
     def train(self, x: np.ndarray) -> SphericalKMeans:
@@ -33,6 +38,8 @@ class SphericalKMeans:
         n = x.shape[0]
         k = min(self.k, n)
         rng = np.random.default_rng(self.seed)
+        if self.init == "random":
+            return self._lloyd(x, x[np.sort(rng.choice(n, k, replace=False))])
         # greedy k-means++ on cosine distance (1 - cos = half the squared chord): each step draws
         # 2 + log k candidates and keeps the one that lowers the potential most, as scikit-learn does
         trials = 2 + int(np.log(max(k, 1)))
@@ -47,11 +54,14 @@ class SphericalKMeans:
             pick = int(np.argmin(np.maximum(dists, 0).sum(1)))
             c.append(x[cand[pick]])
             best = dists[pick]
-        cent = np.stack(c)
+        return self._lloyd(x, np.stack(c))
+
+    def _lloyd(self, x: np.ndarray, cent: np.ndarray) -> SphericalKMeans:
         for _ in range(self.n_iter):
             assign = np.argmax(x @ cent.T, axis=1)
-            new = np.zeros_like(cent)
-            np.add.at(new, assign, x)
+            onehot = np.zeros((len(cent), len(x)), dtype=np.float32)
+            onehot[assign, np.arange(len(x))] = 1.0
+            new = onehot @ x  # (k, d) sums of each cluster's rows
             empty = np.linalg.norm(new, axis=1) < 1e-9
             new[empty] = cent[empty]  # an empty cluster keeps its centre
             new = normalize_rows(new)

@@ -8,7 +8,9 @@ A set trains its first codec once it holds `min_entries` vectors (default 64); u
 fields are stored raw and the rows are coded on that first training. Each time the set has grown
 `growth` times (default 4: at 64, 256, 1024, ... vectors) it trains a new version on the decoded
 vectors; new rows use the newest version and earlier rows keep theirs, so no row is coded twice and
-errors never compound. The registry keeps codecs in memory and hands them out as safetensors bytes;
+errors never compound. A version trained on at least `pq_min_train` vectors product-quantises its
+residuals (`pq_bytes` per set), a smaller one keeps the dense int8 residual: small stores stay
+exact to about 1%, large ones stay within a few hundred bytes a memory. The registry keeps codecs in memory and hands them out as safetensors bytes;
 the store keeps the bytes.
 """
 
@@ -87,8 +89,9 @@ class KakeyaRegistry:
         n = len(xt)
         if n > self.cfg.max_train:
             xt = xt[np.random.default_rng(seed).choice(n, self.cfg.max_train, replace=False)]
+        pq = self.cfg.pq_bytes.get(set_name, 0) if len(xt) >= self.cfg.pq_min_train else 0
         codec = KakeyaCodec(s.spec.width, variance=self.cfg.variance, n_segments=self.cfg.n_segments,
-                            seed=seed).train(xt, axis=canonical_axis(xt))
+                            seed=seed, pq_bytes=min(pq, s.spec.width)).train(xt, axis=canonical_axis(xt))
         version = (s.latest or 0) + 1
         s.versions[version], s.trained_at[version] = codec, n
         return version

@@ -124,6 +124,8 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=8192)
     ap.add_argument("--test", type=int, default=2000)
     ap.add_argument("--out", default="benchmarks/results/codecs")
+    ap.add_argument("--codecs", default="pca-fp16,pq,opq-pq,kakeya-pq,kakeya-int8",
+                    help="comma-separated subset of the codecs above")
     args = ap.parse_args()
     faiss.omp_set_num_threads(1)  # FAISS k-means threads spin-wait badly on a shared 2-core machine
     emb, bb = SentenceEncoder.shipped(), load_backbone("smollm2-135m-instruct")
@@ -136,7 +138,7 @@ def main() -> None:
     rows = []
     for field in ("content", "context", "salient", "hidden"):
         d = xt[field].shape[1]
-        for name in ("pca-fp16", "pq", "opq-pq", "kakeya-pq", "kakeya-int8"):
+        for name in args.codecs.split(","):
             budgets = {"kakeya-int8": (d + 8,), "opq-pq": (64,)}.get(name, BUDGETS)
             for nbytes in budgets:
                 t = time.time()
@@ -169,7 +171,8 @@ def plot(rows: list[dict], path: Path) -> None:
     for ax, field in zip(axes, fields):
         for name in ("pca-fp16", "pq", "opq-pq", "kakeya-pq"):
             pts = [(r["bytes"], r["median_rel_error"]) for r in rows if r["field"] == field and r["codec"] == name]
-            ax.plot(*zip(*pts), marker="o", label=name)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=name)
         ax.set_title(field)
         ax.set_xlabel("bytes per vector")
         ax.set_ylim(bottom=0)

@@ -53,7 +53,9 @@ def writer_searcher(store: str, backbone: str, worker: int, n: int, out) -> None
         _quiet()
         import ams
 
-        with ams.Memory.open(store, backbone=backbone) as mem:
+        # a write that crosses a codec threshold trains inside its transaction (a PQ codec: seconds,
+        # more on a loaded CI machine); the others queue behind it, so the bound is generous here
+        with ams.Memory.open(store, backbone=backbone, busy_timeout=120) as mem:
             for i in range(n):
                 try:
                     ids.append(mem.write(f"Worker {worker} fact {i}: my locker code is {worker * 100_000 + i}.",

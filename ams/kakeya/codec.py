@@ -18,7 +18,7 @@ The PQ residual is quantised in the vectors' own coordinates, R^T res = (x - mea
 measured worse at 96 and 128 bytes than plain PQ; in the original coordinates the coarse part
 only removes energy.) Encoding then needs no rotation at all: alpha, the segment and t are inner
 products of x - mean with R^T t_dir and R^T c_s.
-Each sub-quantiser has 256 centroids (Lloyd k-means on at most 8,192 residuals).
+Each sub-quantiser has 256 centroids (Lloyd k-means on at most 4,096 residuals).
 
 The dense residual is for small training sets (a bounded error whatever the size, about 0.01); the
 registry switches a set to the PQ residual once a version trains on enough vectors for 256 centroids
@@ -148,12 +148,12 @@ class KakeyaCodec:
         """Inverse of `_interleave`: (n, m, ds) -> (n, d)."""
         return sub.transpose(0, 2, 1).reshape(len(sub), -1)[:, : self.d]
 
-    def _train_pq(self, res: np.ndarray, max_points: int = 8192, n_iter: int = 10) -> np.ndarray:
+    def _train_pq(self, res: np.ndarray, max_points: int = 4096, n_iter: int = 8) -> np.ndarray:
         """Lloyd k-means with 256 centroids in every sub-quantiser's space, on a seeded sample of at
-        most `max_points` residuals (32 per centroid): (n, d) -> centroids (m, 256, ds).
+        most `max_points` residuals (16 per centroid): (n, d) -> centroids (m, 256, ds).
 
         Written out rather than FAISS's `ProductQuantizer.train`, which took 35 s here on 16,384
-        vectors (25 iterations on 65,536-point samples); this takes about 5 s and is deterministic."""
+        vectors (25 iterations on 65,536-point samples); this takes a few seconds and is deterministic."""
         rng = np.random.default_rng(self.seed)
         if len(res) > max_points:
             res = res[np.sort(rng.choice(len(res), max_points, replace=False))]

@@ -5,7 +5,8 @@
 
 Store mode builds a real store with `Memory.write_many` (batches of --batch) from the synthetic
 generator's train-split facts (sessions of 10,000 facts, several seeds, one session id per day),
-then measures, on one core for retrieval (`torch`/BLAS threads are set to 1 for that part):
+then measures (torch is set to one thread for the retrieval part; numpy's BLAS keeps its default,
+2 threads on this machine):
 - write throughput, memories/s, and the batches during which a codec set retrained;
 - retrieval: `fuse` over the three bundles' trees (what `search` runs, query embedding excluded)
   against the same fusion scored exactly over every row, p50/p95 ms and recall@10, for the
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import tempfile
 import time
@@ -113,7 +113,6 @@ def store_mode(n: int, backbone: str, batch: int, pq_early: bool) -> dict:
         out["codecs"] = [{"set": s, "version": v, "trained_on": t} for s, v, t, _ in mem.store.codecs()]
         now = items[-1]["ts"] + 86400
         torch.set_num_threads(1)
-        os.environ["OMP_NUM_THREADS"] = "1"
         out["retrieval"] = retrieval(mem, questions[:200], now)
     out["file_bytes_per_memory"] = (path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob("scale.db-*"))) / n
     t = time.perf_counter()

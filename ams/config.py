@@ -56,7 +56,7 @@ class RetrievalConfig(_Frozen):
     exact_below: int = Field(
         4096, ge=0, description="Stores with fewer memories than this are scanned exactly."
     )
-    branching: int = Field(16, ge=2, description="Children per node of a direction tree.")
+    branching: int = Field(16, ge=2, description="Children of a direction tree's root (its children split into leaves of about leaf_size).")
     leaf_size: int = Field(64, ge=2, description="Most memories in a direction-tree leaf.")
     beam: int = Field(
         32, ge=1, description="Nodes kept per level by the tree's beam search (8 found 72% of the exact top-10 "

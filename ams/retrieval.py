@@ -29,7 +29,7 @@ class DirectionTree:
     all of them: a build costs about depth x N x branching x d multiply-adds.
 
     Args:
-        branching: children per inner node.
+        branching: children of the root (deeper nodes split into as many leaves as they need, at most 256).
         leaf_size: a node with at most this many rows is a leaf.
         beam: nodes kept per level while descending.
         seed: clustering seed; equal inputs give equal trees.

@@ -133,6 +133,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             for r in store.memory_rows(args.user):
                 rec = {"type": "fact", "id": r["id"], "text": r["text"], "ts": r["ts"], "session": r["session"],
                        "user_id": r["user_id"], "role": r["role"]}
+                if r["speaker"] is not None:
+                    rec["speaker"] = r["speaker"]
                 if r["meta"] is not None:
                     rec["meta"] = r["meta"]
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")
@@ -143,11 +145,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """Write the facts of a session-format JSON Lines file, all in one transaction."""
-    from .session import load_session
+    """Write the facts of a session-format file, or the messages of a chat transcript, all in one
+    transaction."""
+    from .session import is_transcript, load_session, load_transcript
 
+    if is_transcript(args.file):
+        messages = load_transcript(args.file)
+        with _open(args) as mem:
+            ids = mem.add_messages(messages, session=args.session)
+        print(f"imported {len(ids)} turns into {args.store} for user {args.user!r}")
+        return 0
     session = load_session(args.file)
-    items = [{"text": f.text, "ts": f.ts, "session": f.session, "role": f.role} for f in session.facts]
+    items = [{"text": f.text, "ts": f.ts, "session": f.session, "role": f.role, "speaker": f.speaker}
+             for f in session.facts]
     with _open(args) as mem:
         ids = mem.write_many(items)
     print(f"imported {len(ids)} memories into {args.store} for user {args.user!r}")
@@ -170,7 +180,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.weights is not None:
         raise AmsError("--weights: trained channel weights are not supported yet (the training step adds them)")
     session = args.session
-    ns = args.n or ((10, 20) if session == "seed" else (10, 20, 50, 100, 1000))
+    ns = args.n or {"seed": (10, 20), "dialogue": (100, 1000)}.get(session, (10, 20, 50, 100, 1000))
     cfg = BenchConfig(session=session, ns=ns, modes=args.modes, backbone=args.backbone, k=args.k,
                       max_new_tokens=args.max_new_tokens, seed=args.seed, queries=args.queries, split=args.split,
                       retrieval_only=args.retrieval_only, batch_size=args.batch_size)
@@ -221,16 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", default=None, help="output file (default: stdout)")
     e.set_defaults(fn=cmd_export)
 
-    m = sub.add_parser("import", help="import facts from a JSON Lines session file")
+    m = sub.add_parser("import", help="import facts from a session file, or a chat transcript")
     with_store(m, positional=True)
-    m.add_argument("file", help="JSON Lines file in the session format")
+    m.add_argument("file", help="JSON Lines in the session format, or a chat transcript: JSON Lines of "
+                   "{role, content, name?, session?, ts?} messages, or a .json list of them")
+    m.add_argument("--session", default=None,
+                   help="conversation id for transcript messages without one (default: a new id)")
     m.add_argument("--backbone", default=None, help="backbone for a new store (default: smollm2-135m-instruct)")
     m.set_defaults(fn=cmd_import)
 
     b = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     v = b.add_parser("session-viability", help="every injection mode, swept over the number of facts N")
-    v.add_argument("--session", default="synthetic", help="seed, synthetic, or a JSONL session file (default: synthetic)")
-    v.add_argument("--n", type=_csv(int), default=None, help="sizes to sweep (default: 10,20,50,100,1000; seed: 10,20)")
+    v.add_argument("--session", default="synthetic",
+                   help="seed, synthetic, dialogue (chat transcripts), or a JSONL session file (default: synthetic)")
+    v.add_argument("--n", type=_csv(int), default=None, help="sizes to sweep (default: 10,20,50,100,1000; seed: 10,20; dialogue: 100,1000)")
     v.add_argument("--modes", type=_csv(str), default=("full", "prefix", "flat", "text", "hybrid", "none", "oracle"),
                    help="modes, comma-separated (default: all, with oracle)")
     v.add_argument("--backbone", default="smollm2-135m-instruct")

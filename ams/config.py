@@ -52,6 +52,11 @@ class KakeyaConfig(_Frozen):
 class RetrievalConfig(_Frozen):
     topic_weight: float = Field(1.0, ge=0, description="Weight of the topic bundle's score in fusion.")
     context_weight: float = Field(0.25, ge=0, description="Weight of the context bundle's score.")
+    turn_context_weight: float = Field(
+        0.75, ge=0, description="Added to the context bundle's weight for dialogue turns (memories with a "
+        "speaker), whose context point is the text of the turns before them with their own: for a turn "
+        "it is as telling as the turn itself, for a fact list the session mixture is mostly noise.",
+    )
     temporal_weight: float = Field(0.05, ge=0, description="Weight of the temporal bundle's score.")
     exact_below: int = Field(
         4096, ge=0, description="Stores with fewer memories than this are scanned exactly."
@@ -63,6 +68,34 @@ class RetrievalConfig(_Frozen):
         "on 10,000 real sentence vectors, 32 found 98%).",
     )
     candidates: int = Field(64, ge=1, description="Candidates each bundle's tree hands to fusion.")
+    lexical_weight: float = Field(
+        0.1, ge=0, description="Weight of the lexical channel (SQLite FTS5 BM25 over the texts, scaled so the "
+        "query's best match scores 1); its hits join the candidates.",
+    )
+    speaker_weight: float = Field(
+        0.6, ge=0, description="Bonus for turns whose speaker the query names (\"What is Ana's dog called?\").",
+    )
+    recency_weight: float = Field(
+        0.05, ge=0, description="Weight of the temporal bundle's recency, 2^(-age / half-life): among "
+        "near-equal matches the later one (a correction, a move) wins.",
+    )
+    informative_weight: float = Field(
+        0.6, ge=0, description="Weight of a dialogue turn's specificity (the largest IDF of its words): a "
+        "turn that names something rare is likelier to hold a fact than small talk.",
+    )
+    speaker_rewrite: bool = Field(
+        True, description="A question that names a speaker is encoded in that speaker's first person "
+        "(\"Where does Ana live?\" as \"Where does I live?\"), the way their own turns are phrased.",
+    )
+    question_penalty: float = Field(
+        0.6, ge=0, description="Taken off memories that are questions (\"where do you live?\"): they ask "
+        "for a fact rather than hold one; a dialogue turn's answer is found, and shown, as its neighbour.",
+    )
+    neighbour_turns: int = Field(
+        1, ge=0, le=8, description="generate() shows a retrieved dialogue turn (one with a speaker) with this "
+        "many turns of its conversation before and after it, so a reply like \"she's called Mochi\" is "
+        "read with the question it answers.",
+    )
     relative_gate: float = Field(
         0.8, ge=0, le=1,
         description="generate() leaves out retrieved memories whose fused score is below this "

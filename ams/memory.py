@@ -3,9 +3,12 @@
 write(text) -> MiniLM content embedding + backbone encoding (hidden, salient)
             -> context point from the session's earlier turns
             -> Kakeya registry codes (raw until a set has trained) -> SQLite, one transaction
+               (the FTS5 index of texts and speakers follows by trigger)
             -> the in-memory bundle indexes get the *decoded* vectors
-generate(q) -> the question's point on each bundle -> tree-filtered fused retrieval -> top-k
-            -> prompt (memory texts in text/flat/hybrid, the whole history in full)
+generate(q) -> the question's point on each bundle -> tree-filtered retrieval fused with the lexical
+               (BM25), speaker and recency channels -> top-k
+            -> prompt (memory texts in text/flat/hybrid, dialogue turns with their neighbours,
+               the whole history in full)
             -> cross-bundle attention over the top-k fibers -> prefix (prefix/hybrid)
             -> backbone.generate(inputs_embeds=[prefix; prompt])
 The parts never call each other; only this module wires them.
@@ -17,9 +20,11 @@ import datetime as _dt
 import functools
 import json
 import math
+import re
 import sqlite3
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +52,19 @@ from .errors import (
 )
 from .kakeya import KakeyaCodec, KakeyaRegistry, default_sets
 from .retrieval import BundleIndex, FlatIndex, fuse
+from .session import fold
 from .store import Store, busy_error
 from .types import MODES, Generation, Hit, MemoryRecord
 
 FIELDS = ("content", "context", "salient", "hidden")  # the per-memory vectors the registry codes
 ROLES = ("user", "assistant", "system")
+MAX_SPEAKER_CHARS = 200
+# Words a question shares with any memory: left out of the lexical channel's query.
+STOPWORDS = frozenset("""a about after again all also am an and any are as at be been before being but by can could
+did do does doing done during each else ever for from had has have having he her here hers him his how i if in into is
+it its just me more most my no nor not now of off on once only or other our out over own same she should so some such
+than that the their them then there these they this those through to too under until up very was we were what when
+where which while who whom why will with would you your yours""".split())
 
 
 @functools.lru_cache(maxsize=4)
@@ -206,6 +219,11 @@ class Memory:
             "context": BundleIndex(self.context.d_base, **tree),
         }
         self._ids, self._row_of, self._by_session = [], {}, {}
+        self._speaker_of: dict[str, int] = {}  # speaker -> small int id
+        self._speaker = np.zeros(0, dtype=np.int32)  # (rows,) speaker id, -1 for none
+        self._words: list[frozenset[str]] = []  # each row's content words, for the informativeness prior
+        self._df: Counter[str] = Counter()  # live rows containing each word
+        self._question = np.zeros(0, dtype=np.float32)  # (rows,) 1 for a memory that is a question
         self._flat: tuple | None = None  # (topic index, its version, live rows, FAISS index) of flat mode
         self._ts, self._access = np.zeros(0), np.zeros(0)
         if rows and (len(content) != len(rows) or len(context) != len(rows)):
@@ -244,10 +262,31 @@ class Memory:
             self._ids.append(r["id"])
         ts = np.array([r["ts"] for r in rows], dtype=np.float64)
         self._ts = np.concatenate([self._ts, ts])
+        spk = [-1 if r.get("speaker") is None else self._speaker_of.setdefault(r["speaker"], len(self._speaker_of))
+               for r in rows]
+        self._speaker = np.concatenate([self._speaker, np.array(spk, dtype=np.int32)])
+        words = [_words(r["text"]) for r in rows]
+        self._words += words
+        for w in words:
+            self._df.update(w)
+        self._question = np.concatenate([self._question, [float(_is_question(r["text"])) for r in rows]])
         self._access = np.concatenate([self._access, [float(r.get("access_count") or 0) for r in rows]])
         self._index["temporal"].add(self.temporal.encode(ts, now=0.0, access_count=np.zeros(len(ts))).dirn.numpy())
         self._index["topic"].add(self._dirn(self.topic, content))
         self._index["context"].add(self._dirn(self.context, context))
+
+    def _forget_row(self, row: int) -> None:
+        for index in self._index.values():
+            index.remove(row)
+        self._df.subtract(self._words[row])
+        self._words[row] = frozenset()
+
+    def _set_text(self, row: int, text: str) -> None:
+        """A row's text changed (an update): its words and question flag follow."""
+        self._df.subtract(self._words[row])
+        self._words[row] = _words(text)
+        self._df.update(self._words[row])
+        self._question[row] = float(_is_question(text))
 
     @staticmethod
     def _dirn(bundle, x: np.ndarray) -> np.ndarray:
@@ -276,15 +315,16 @@ class Memory:
         changed = {m for _, m, e in events if e == "UPDATE"} - gone
         new = [m for _, m, e in events if e == "ADD" and m not in self._row_of and m not in gone]
         for m in gone:
-            if m in self._row_of:
-                for index in self._index.values():
-                    index.remove(self._row_of[m])
+            if m in self._row_of and self._index["topic"].alive[self._row_of[m]]:
+                self._forget_row(self._row_of[m])
         if new:
             rows = self.store.memory_rows_by_id(self.user_id, new)
             ids = [r["id"] for r in rows]
             self._append(rows, self._fetch(ids, "content"), self._fetch(ids, "context"))
         changed = [m for m in changed if m in self._row_of]
         if changed:
+            for r in self.store.memory_rows_by_id(self.user_id, changed):
+                self._set_text(self._row_of[r["id"]], r["text"])
             for bundle, field in ((self.topic, "content"), (self.context, "context")):
                 for m, x in zip(changed, self._dirn(bundle, self._fetch(changed, field))):
                     self._index[bundle.name].replace(self._row_of[m], x)
@@ -319,7 +359,7 @@ class Memory:
 
     # -- writing --------------------------------------------------------------------------------
     def write(self, text: str, *, ts: float | _dt.datetime | None = None, session: str | None = None,
-              role: str = "user", meta: Mapping[str, Any] | None = None) -> str:
+              role: str = "user", speaker: str | None = None, meta: Mapping[str, Any] | None = None) -> str:
         """Store one memory in one transaction.
 
         Args:
@@ -327,6 +367,8 @@ class Memory:
             ts: when it was said: unix seconds or a datetime (naive means local time); default now.
             session: the conversation it belongs to; the context bundle reads its earlier turns.
             role: "user", "assistant" or "system".
+            speaker: who said it ("Ana"), for dialogue: retrieval prefers a speaker's turns when a
+                question names them, and shows the turn as "Ana: text".
             meta: JSON-serialisable extra data, returned as stored.
 
         Returns:
@@ -335,14 +377,15 @@ class Memory:
         Raises:
             EmptyText, TextTooLong, InvalidInput: the input is rejected and nothing is written.
         """
-        return self.write_many([{"text": text, "ts": ts, "session": session, "role": role, "meta": meta}])[0]
+        return self.write_many([{"text": text, "ts": ts, "session": session, "role": role, "speaker": speaker,
+                                 "meta": meta}])[0]
 
     @_guarded
     def write_many(self, items: Iterable[str | Mapping[str, Any]]) -> list[str]:
         """Store many memories in one transaction: all of them, or none on any error.
 
         Args:
-            items: texts, or mappings with `text` and optionally `ts`, `session`, `role`, `meta`.
+            items: texts, or mappings with `text` and optionally `ts`, `session`, `role`, `speaker`, `meta`.
 
         Returns:
             The new ids, in order.
@@ -381,6 +424,51 @@ class Memory:
             self._append(rows, stored["content"], stored["context"])
             self._event = event
         return [r["id"] for r in rows]
+
+    def add_messages(self, messages: Iterable[Mapping[str, Any]], *, session: str | None = None,
+                     ts: float | _dt.datetime | None = None) -> list[str]:
+        """Remember a conversation: chat-format messages, one memory per turn, in one transaction.
+
+        Args:
+            messages: `{"role": "user" | "assistant" | "system", "content": str, "name": optional
+                speaker}`; `content` may also be a list of parts, whose `{"type": "text"}` parts are
+                joined. The speaker is `name`, else the role. A message may carry its own `ts` and
+                `session` (a transcript of several conversations).
+            session: the conversation's id; None starts a new one (a fresh id), so the turns are
+                read in each other's context.
+            ts: when the conversation happened (unix seconds or a datetime; default now); a
+                message's own `ts` wins.
+
+        Returns:
+            The new memory ids, one per message, in order.
+
+        Raises:
+            EmptyText, TextTooLong, InvalidInput: a message is rejected (its index is named) and
+                nothing is written.
+        """
+        self._check_open()
+        if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
+            raise InvalidInput("add_messages takes a list of chat messages ({'role': ..., 'content': ...})")
+        if session is not None and not isinstance(session, str):
+            raise InvalidInput("session must be a string or None")
+        session = session if session is not None else f"conv-{uuid.uuid4().hex[:12]}"
+        base_ts = _to_unix(ts, time.time())
+        items = []
+        for i, m in enumerate(messages):
+            if not isinstance(m, Mapping):
+                raise InvalidInput(f"message {i}: expected a mapping, got {type(m).__name__}")
+            unknown = set(m) - {"role", "content", "name", "ts", "session"}
+            if unknown:
+                raise InvalidInput(f"message {i}: unknown keys {sorted(unknown)}")
+            role = m.get("role")
+            if role not in ROLES:
+                raise InvalidInput(f"message {i}: role must be one of {ROLES}, got {role!r}")
+            name = m.get("name")
+            items.append({"text": _message_text(m.get("content"), i), "role": role,
+                          "session": session if m.get("session") is None else m["session"],
+                          "speaker": role if name is None else name,
+                          "ts": base_ts if m.get("ts") is None else m["ts"]})
+        return self.write_many(items)
 
     def _put_fields(self, ids: list[str], fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Write each field of memories `ids`, coded by its set's newest codec (raw while untrained);
@@ -435,7 +523,7 @@ class Memory:
             item = {"text": item}
         if not isinstance(item, Mapping):
             raise InvalidInput(f"item {i}: expected a text or a mapping, got {type(item).__name__}")
-        unknown = set(item) - {"text", "ts", "session", "role", "meta", "id", "type", "user_id"}
+        unknown = set(item) - {"text", "ts", "session", "role", "speaker", "meta", "id", "type", "user_id"}
         if unknown:
             raise InvalidInput(f"item {i}: unknown keys {sorted(unknown)}")
         text = self._validate_text(item.get("text"))
@@ -447,6 +535,14 @@ class Memory:
             raise InvalidInput(f"item {i}: session must be a string or None")
         if session is not None:
             _check_encodable(session, f"item {i}: session")
+        speaker = item.get("speaker")
+        if speaker is not None:
+            if not isinstance(speaker, str) or not speaker.strip():
+                raise InvalidInput(f"item {i}: speaker must be a non-empty string or None")
+            if len(speaker) > MAX_SPEAKER_CHARS:
+                raise InvalidInput(f"item {i}: speaker is longer than {MAX_SPEAKER_CHARS} characters")
+            _check_encodable(speaker, f"item {i}: speaker")
+            speaker = speaker.strip()
         meta = item.get("meta")
         if meta is not None:
             if not isinstance(meta, Mapping):
@@ -457,7 +553,7 @@ class Memory:
                 raise InvalidInput(f"item {i}: meta is not JSON-serialisable: {e}") from e
         now = time.time()
         return {"id": uuid.uuid4().hex, "user_id": self.user_id, "text": text, "ts": _to_unix(item.get("ts"), now),
-                "session": session, "role": role, "meta": meta, "created_at": now, "updated_at": now}
+                "session": session, "role": role, "speaker": speaker, "meta": meta, "created_at": now, "updated_at": now}
 
     @property
     def max_memory_tokens(self) -> int:
@@ -478,15 +574,32 @@ class Memory:
         return text
 
     def _context_points(self, rows: list[dict], content: np.ndarray) -> np.ndarray:
-        """Each new memory's context point from its session's earlier turns (stored, then this batch)."""
+        """Each new memory's context point from its session's earlier turns (stored, then this batch).
+
+        A dialogue turn (one with a speaker, in a session) is encoded with the text of the
+        `context_turns` turns before it: "she's called Mochi" is read after "what did you name the
+        puppy?", and a correction after what it corrects. Other memories mix vectors (`_mix`).
+        """
         m = self.config.context_turns
         out = np.zeros_like(content)
         batch_seen: dict[str | None, list[np.ndarray]] = {}
+        lines: dict[str, list[str]] = {}  # session -> its turns' lines so far (stored, then this batch)
+        windows: dict[int, str] = {}
         for i, r in enumerate(rows):
             earlier = self._session_contents(r["session"]) + batch_seen.get(r["session"], [])
             if r["session"] is not None:
                 batch_seen.setdefault(r["session"], []).append(content[i])
             out[i] = self._mix(content[i], earlier, m)
+            if r["session"] is not None and m:
+                if r["session"] not in lines:
+                    lines[r["session"]] = [_turn_line(t) for t in self.store.session_turns(
+                        self.user_id, r["session"], 2**62, m, 0)]
+                if r["speaker"] is not None:
+                    windows[i] = "\n".join([*lines[r["session"]][-m:], _turn_line(r)])
+                lines[r["session"]].append(_turn_line(r))
+        if windows:
+            for i, v in zip(windows, self.embedder.encode(list(windows.values())).numpy()):
+                out[i] = v
         return out
 
     def _session_contents(self, session: str | None, before: int | None = None) -> list[np.ndarray]:
@@ -570,13 +683,20 @@ class Memory:
             self._sync()
             row = self.get(memory_id)
             i = self._row_of[row.id]
-            earlier = self._session_contents(row.session, before=i)
-            context = self._mix(content[0], earlier, self.config.context_turns)[None]
+            m = self.config.context_turns
+            if row.speaker is not None and row.session is not None and m:  # see `_context_points`
+                seq = self.store.memory_row(self.user_id, row.id)["seq"]
+                before = [_turn_line(t) for t in self.store.session_turns(self.user_id, row.session, seq, m, 0)]
+                window = "\n".join([*before, _turn_line({"text": text, "speaker": row.speaker})])
+                context = self.embedder.encode([window]).numpy()
+            else:
+                context = self._mix(content[0], self._session_contents(row.session, before=i), m)[None]
             fields = {"content": content, "context": context, "salient": enc.salient.numpy(),
                       "hidden": enc.hidden.numpy()}
             self.store.update_text(self.user_id, row.id, text, time.time())
             stored = self._put_fields([row.id], fields)
             event = self.store.last_event_id()
+        self._set_text(i, text)
         self._index["topic"].replace(i, self._dirn(self.topic, stored["content"])[0])
         self._index["context"].replace(i, self._dirn(self.context, stored["context"])[0])
         self._event = event
@@ -595,8 +715,7 @@ class Memory:
             self.get(memory_id)  # raises MemoryNotFound
             self.store.delete_memory(self.user_id, memory_id, time.time())
             event = self.store.last_event_id()
-        for index in self._index.values():
-            index.remove(self._row_of[memory_id])
+        self._forget_row(self._row_of[memory_id])
         self._event = event
 
     # -- retrieval ------------------------------------------------------------------------------
@@ -629,25 +748,97 @@ class Memory:
             if method == "flat":
                 rows = self._retrieve_flat(points, k)
                 return [self._hit(r, float(self._index["topic"].x[r] @ points["topic"]), {}) for r in rows]
-            rows, fused, per = self._retrieve(points, k)
+            rows, fused, per = self._retrieve(points, k, query, now)
             return [self._hit(r, fused[i], {b: float(per[b][i]) for b in per}) for i, r in enumerate(rows)]
 
     def _query_points(self, query: str, session: str | None, now: float) -> dict[str, np.ndarray]:
+        """The question's point on each bundle. A question that names a speaker is asked of that
+        speaker's own words: "Where does Ana live?" is encoded as "Where does I live?", since Ana's
+        turns say "I live in ..." and the speaker channel already prefers Ana's turns."""
+        for name in self._named_speakers(query) if self.config.retrieval.speaker_rewrite else ():
+            query = re.sub(rf"(?<!\w){re.escape(name)}'s(?!\w)", "my", query, flags=re.IGNORECASE)
+            query = re.sub(rf"(?<!\w){re.escape(name)}(?!\w)", "I", query, flags=re.IGNORECASE)
         content = self.embedder.encode([query]).numpy()[0]
         ctx = self._mix(content, self._session_contents(session), self.config.context_turns)
         return {"topic": self.topic.query(torch.from_numpy(content)).numpy(),
                 "context": self.context.query(torch.from_numpy(ctx)).numpy(),
                 "temporal": self.temporal.query(now).numpy()}
 
-    def _retrieve(self, points: dict[str, np.ndarray], k: int):
+    def _retrieve(self, points: dict[str, np.ndarray], k: int, query: str, now: float):
+        """Top-k rows by the bundles' fused scores plus the lexical, speaker and recency channels."""
         n = len(self._index["topic"])
         if n == 0:
             return [], np.zeros(0), {b: np.zeros(0) for b in BUNDLES}
         rc = self.config.retrieval
         weights = {"topic": rc.topic_weight, "context": rc.context_weight, "temporal": rc.temporal_weight}
-        fused, rows, per = fuse(self._index, points, weights, k=min(k, n),
-                                candidates=max(rc.candidates, k))
+        candidates = max(rc.candidates, k)
+        extra, propose = {}, None
+        if rc.lexical_weight > 0:
+            lexical, propose = self._lexical(query, candidates)
+            extra["lexical"] = (lexical, rc.lexical_weight)
+        if self._speaker_of:
+            extra["speaker"] = (self._speaker_match(query), rc.speaker_weight)
+        age_days = np.maximum(now - self._ts, 0.0) / 86400.0
+        extra["recency"] = (0.5 ** (age_days / self.config.temporal.recency_half_life_days), rc.recency_weight)
+        if self._speaker_of:  # channels for dialogue turns (memories with a speaker)
+            extra["informative"] = (lambda rows: self._informative(rows) * (self._speaker[rows] >= 0),
+                                    rc.informative_weight)
+            context, q = self._index["context"], points["context"]
+            extra["turn context"] = (lambda rows: context.scores(q, rows) * (self._speaker[rows] >= 0),
+                                     rc.turn_context_weight)
+        extra["question"] = (-self._question, rc.question_penalty)
+        fused, rows, per = fuse(self._index, points, weights, k=min(k, n), candidates=candidates,
+                                extra=extra, propose=propose)
         return rows.tolist(), fused, per
+
+    def _lexical(self, query: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 of every row for the query's content words (0 where nothing matched), scaled so the
+        best match scores 1, and the rows that matched, best first."""
+        names = {w for n in self._named_speakers(query) for w in _words(n, 1)}  # the speaker channel's part
+        terms = [w for w in dict.fromkeys(re.findall(r"[^\W_]+", fold(query)))
+                 if len(w) > 1 and w not in STOPWORDS and w not in names]
+        scores = np.zeros(len(self._ids), dtype=np.float32)
+        hits = [(self._row_of[m], s) for m, s in self.store.lexical(self.user_id, terms, limit) if m in self._row_of]
+        if not hits:
+            return scores, np.zeros(0, dtype=np.int64)
+        rows = np.array([r for r, _ in hits], dtype=np.int64)
+        s = np.array([s for _, s in hits], dtype=np.float32)
+        scores[rows] = s / max(float(s.max()), 1e-9)
+        return scores, rows
+
+    def _named_speakers(self, query: str) -> list[str]:
+        """How the query names this user's speakers: the whole name, or its first word ("Ana" for
+        "Ana Silva"); longest first. Roles used as speakers ("user") are not names."""
+        q = fold(query)
+        out = []
+        for sp in self._speaker_of:
+            if sp in ROLES:
+                continue
+            for w in (sp, sp.split()[0]):
+                if len(w) > 1 and re.search(rf"(?<!\w){re.escape(fold(w))}(?!\w)", q):
+                    out.append(w)
+                    break
+        return sorted(out, key=len, reverse=True)
+
+    def _speaker_match(self, query: str) -> np.ndarray:
+        """1 for rows whose speaker the query names, else 0."""
+        named = set(self._named_speakers(query))
+        ids = [i for sp, i in self._speaker_of.items() if sp in named or sp.split()[0] in named]
+        return np.isin(self._speaker, ids).astype(np.float32)
+
+    def _informative(self, rows: np.ndarray) -> np.ndarray:
+        """How specific each row is: the largest IDF of its words over this user's memories, scaled
+        to [0, 1]. A turn that holds a fact names something rare (a place, a name, a breed); small
+        talk ("the gym was packed today") does not. Applied to dialogue turns only: a memory
+        written as a fact is one whatever its words, and near-duplicate facts would be ranked by
+        their rarest word rather than by the question."""
+        n = max(len(self._index["topic"]), 2)
+        out = np.zeros(len(rows), dtype=np.float32)
+        for i, r in enumerate(rows):
+            dfs = [self._df[w] for w in self._words[r]]
+            if dfs:
+                out[i] = math.log(n / max(min(dfs), 1)) / math.log(n)
+        return np.clip(out, 0.0, 1.0)
 
     def _retrieve_flat(self, points: dict[str, np.ndarray], k: int) -> list[int]:
         topic = self._index["topic"]
@@ -663,7 +854,7 @@ class Memory:
     def _hit(self, row: int, score: float, scores: dict[str, float]) -> Hit:
         rec = self.store.memory_row(self.user_id, self._ids[row])
         return Hit(id=rec["id"], text=rec["text"], score=float(score), ts=rec["ts"], scores=scores,
-                   session=rec["session"], role=rec["role"])
+                   session=rec["session"], role=rec["role"], speaker=rec["speaker"])
 
     # -- generation -----------------------------------------------------------------------------
     def generate(self, query: str, *, mode: str = "hybrid", k: int = 3, max_new_tokens: int = 64,
@@ -771,7 +962,7 @@ class Memory:
         elif mode == "flat":
             rows = self._retrieve_flat(points, k)
         elif mode in ("prefix", "text", "hybrid"):
-            rows, fused, _ = self._retrieve(points, k)
+            rows, fused, _ = self._retrieve(points, k, query, now)
             rows = _gate(rows, fused, self.config.retrieval.relative_gate)
         prefix = self._prefix(query, points, rows, now) if mode in ("prefix", "hybrid") and rows else None
         retrieve_ms = (time.perf_counter() - t0) * 1000
@@ -781,8 +972,7 @@ class Memory:
         if mode == "full":
             ids, truncated = self._full_prompt(query, budget)
         elif mode in ("flat", "text", "hybrid") and rows:
-            ids = self._memory_prompt(query, [self.store.memory_row(self.user_id, self._ids[r])["text"]
-                                              for r in rows], budget)
+            ids = self._memory_prompt(query, self._blocks(rows), budget)
         else:
             ids = self.backbone.chat_ids(query, system=self.config.system_prompt)
         return _Plan(ids=ids, prefix=prefix, rows=rows, retrieve_ms=retrieve_ms, truncated=truncated)
@@ -808,18 +998,44 @@ class Memory:
             raise StoreCorrupted(f"memories are missing their {field!r} vectors")
         return self._decoded([(m, *got[m]) for m in memory_ids], field)
 
-    def _memory_prompt(self, query: str, texts: list[str], budget: int) -> list[int]:
-        """The question after the memories' texts; the weakest memories go first if over budget."""
+    def _blocks(self, rows: list[int]) -> list[tuple[str, bool]]:
+        """What the prompt shows of each retrieved memory, best first: (text, is dialogue). A memory
+        is its text; a dialogue turn (one with a speaker) is "Speaker: text" inside a window of
+        `neighbour_turns` turns of its conversation on either side, each turn shown once."""
+        n = self.config.retrieval.neighbour_turns
+        shown: set[str] = set()
+        out = []
+        for r in rows:
+            rec = self.store.memory_row(self.user_id, self._ids[r])
+            if rec["speaker"] is None:
+                out.append((rec["text"], False))
+                continue
+            if rec["id"] in shown:
+                continue
+            window = [rec]
+            if n and rec["session"] is not None:
+                window = self.store.session_turns(self.user_id, rec["session"], rec["seq"], n, n)
+                window.insert(sum(t["seq"] < rec["seq"] for t in window), rec)
+            turns = [t for t in window if t["id"] not in shown]
+            shown.update(t["id"] for t in turns)
+            out.append(("\n  ".join(_turn_line(t) for t in turns), True))
+        return out
+
+    def _memory_prompt(self, query: str, blocks: list[tuple[str, bool]], budget: int) -> list[int]:
+        """The question after the memories; the weakest memories go first if over budget."""
         while True:
-            ids = self.backbone.chat_ids(_with_facts(query, texts), system=self.config.system_prompt)
-            if len(ids) <= budget or len(texts) <= 1:
+            ids = self.backbone.chat_ids(_with_facts(query, [b for b, _ in blocks], any(d for _, d in blocks)),
+                                         system=self.config.system_prompt)
+            if len(ids) <= budget or len(blocks) <= 1:
                 return ids
-            texts = texts[:-1]
+            blocks = blocks[:-1]
 
     def _full_prompt(self, query: str, budget: int) -> tuple[list[int], bool]:
         """Every memory in write order, left-truncated (oldest dropped) to the token budget."""
-        texts = [r["text"] for r in self.store.memory_rows(self.user_id)]
-        room = budget - len(self.backbone.chat_ids(_with_facts(query, []), system=self.config.system_prompt))
+        rows = self.store.memory_rows(self.user_id)
+        texts = [_turn_line(r) for r in rows]
+        dialogue = any(r["speaker"] is not None for r in rows)
+        room = budget - len(self.backbone.chat_ids(_with_facts(query, [], dialogue), system=self.config.system_prompt))
         kept = 0
         for t in reversed(texts):
             room -= self.backbone.count_tokens(f"- {t}\n")
@@ -827,7 +1043,8 @@ class Memory:
                 break
             kept += 1
         history = texts[len(texts) - kept :]
-        return self.backbone.chat_ids(_with_facts(query, history), system=self.config.system_prompt), kept < len(texts)
+        ids = self.backbone.chat_ids(_with_facts(query, history, dialogue), system=self.config.system_prompt)
+        return ids, kept < len(texts)
 
     # -- checks ---------------------------------------------------------------------------------
     @_guarded
@@ -896,11 +1113,27 @@ class Memory:
         return memory_id
 
 
-def _with_facts(query: str, texts: list[str]) -> str:
+def _with_facts(query: str, texts: list[str], dialogue: bool = False) -> str:
     """The user turn that puts memories in front of a question (chosen on a dev session, not the
-    seed session; see BENCHMARKS.md)."""
+    seed session; see BENCHMARKS.md). Dialogue turns are introduced as excerpts of conversations."""
     facts = "\n".join(f"- {t}" for t in texts)
+    if dialogue:
+        return (f"From earlier conversations:\n{facts}\n\nQuestion: {query}\n"
+                "Answer using the conversations above, in one short sentence.")
     return f"Facts about me:\n{facts}\n\nQuestion: {query}\nAnswer using the facts above, in one short sentence."
+
+
+def _words(text: str, min_len: int = 3) -> frozenset[str]:
+    """The content words of a text: folded, stopwords and short words left out."""
+    return frozenset(w for w in re.findall(r"[^\W_]+", fold(text)) if len(w) >= min_len and w not in STOPWORDS)
+
+
+def _is_question(text: str) -> bool:
+    return text.rstrip().endswith("?")
+
+
+def _turn_line(row: dict) -> str:
+    return row["text"] if row.get("speaker") is None else f"{row['speaker']}: {row['text']}"
 
 
 def _check_encodable(text: str, what: str) -> None:
@@ -937,7 +1170,21 @@ def _positive_int(v: Any, name: str) -> int:
 def _record(row: dict) -> MemoryRecord:
     return MemoryRecord(id=row["id"], text=row["text"], ts=row["ts"], session=row["session"], role=row["role"],
                         meta=row["meta"], created_at=row["created_at"], updated_at=row["updated_at"],
-                        access_count=row["access_count"])
+                        access_count=row["access_count"], speaker=row["speaker"])
+
+
+def _message_text(content: Any, i: int) -> str:
+    """A chat message's text: a string, or the joined text parts of a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise InvalidInput(f"message {i}: only text content parts can be remembered, got {part!r:.80}")
+            parts.append(part["text"])
+        return "\n".join(parts)
+    raise InvalidInput(f"message {i}: content must be a string or a list of text parts, got {type(content).__name__}")
 
 
 __all__ = ["Memory"]

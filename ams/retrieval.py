@@ -198,19 +198,36 @@ class BundleIndex:
 
 
 def fuse(indexes: dict[str, BundleIndex], queries: dict[str, np.ndarray], weights: dict[str, float],
-         *, k: int, candidates: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Fused top-k rows over several bundles.
+         *, k: int, candidates: int, extra: dict[str, tuple[np.ndarray, float]] | None = None,
+         propose: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Fused top-k rows over several bundles and channels scored outside them.
 
-    Every bundle with a positive weight proposes `candidates` rows; the union is scored by
-    sum_b weights[b] * <queries[b], dirn_b> using every bundle's exact score.
+    Every bundle with a positive weight proposes `candidates` rows, and `propose` adds more (the
+    lexical channel's hits); the union of live rows is scored by
+    sum_b weights[b] * <queries[b], dirn_b> + sum_c w_c * extra_c[row], every score exact.
+
+    Args:
+        extra: channel -> (a score for every row (N,), or a function of the pool's rows giving
+            theirs, and its weight).
+        propose: more candidate rows.
 
     Returns:
-        (fused scores (k,), rows (k,), per-bundle scores {bundle: (k,)}), best first.
+        (fused scores (k,), rows (k,), per-channel scores {name: (k,)}), best first.
     """
     active = [b for b, w in weights.items() if w > 0]
-    pool = np.unique(np.concatenate([indexes[b].candidates(queries[b], candidates) for b in active]))
+    pools = [indexes[b].candidates(queries[b], candidates) for b in active]
+    if propose is not None and len(propose):
+        alive = next(iter(indexes.values())).alive
+        pools.append(propose[alive[propose]])
+    pool = np.unique(np.concatenate(pools)) if pools else np.zeros(0, dtype=np.int64)
     per = {b: indexes[b].scores(queries[b], pool) for b in indexes}
-    total = sum(weights[b] * per[b] for b in active)
+    total = np.zeros(len(pool), dtype=np.float32)
+    for b in active:
+        total = total + weights[b] * per[b]
+    for name, (scores, w) in (extra or {}).items():
+        per[name] = np.asarray(scores(pool) if callable(scores) else scores[pool], dtype=np.float32)
+        if w > 0:
+            total = total + w * per[name]
     order = np.argsort(-total, kind="stable")[:k]
     return total[order], pool[order], {b: s[order] for b, s in per.items()}
 

@@ -1,6 +1,7 @@
 """The session file format (JSON Lines) and the hit rule.
 
-    {"type": "fact", "id": "f01", "text": "...", "ts": 1767225600, "session": "s1", "user_id": "u1"}
+    {"type": "fact", "id": "f01", "text": "...", "ts": 1767225600, "session": "s1", "user_id": "u1",
+     "speaker": "Ana"}
     {"type": "query", "text": "...", "keywords": ["chopin"], "fact_ids": ["f01"], "forbidden": ["berlin"]}
 
 A query is a hit when the answer contains any keyword as a whole word (case-insensitive, accents
@@ -29,6 +30,7 @@ class Fact:
     user_id: str | None = None
     role: str = "user"
     distractor: bool = False
+    speaker: str | None = None  # who said it, for dialogue turns
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,8 @@ def load_session(path: str | Path) -> Session:
                               ts=obj.get("ts"), session=_opt_str(obj.get("session"), path, n, "session"),
                               user_id=_opt_str(obj.get("user_id"), path, n, "user_id"),
                               role=_str(obj.get("role", "user"), path, n, "role"),
-                              distractor=bool(obj.get("distractor", False))))
+                              distractor=bool(obj.get("distractor", False)),
+                              speaker=_opt_str(obj.get("speaker"), path, n, "speaker")))
         elif kind == "query":
             queries.append(Query(text=_str(obj.get("text"), path, n, "text"),
                                  keywords=_strs(obj.get("keywords"), path, n, "keywords", required=True),
@@ -87,6 +90,52 @@ def load_session(path: str | Path) -> Session:
         else:
             raise InvalidInput(f"{path}:{n}: type must be 'fact' or 'query', got {kind!r}")
     return Session(facts, queries)
+
+
+def is_transcript(path: str | Path) -> bool:
+    """Whether a JSON Lines file holds chat messages (`{"role", "content"}`) rather than facts and
+    queries (`{"type": ...}`): decided by its first non-empty line. A `.json` file holding a list is
+    a transcript too."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            if str(path).endswith(".json"):
+                return True
+            for line in f:
+                if line.strip():
+                    obj = json.loads(line)
+                    return isinstance(obj, dict) and "type" not in obj and "content" in obj
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise InvalidInput(f"{path}: cannot read a UTF-8 JSON Lines file: {e}") from e
+    return False
+
+
+def load_transcript(path: str | Path) -> list[dict[str, Any]]:
+    """Chat messages from a JSON Lines file (one message a line) or a JSON file holding a list of them.
+
+    A message is `{"role": ..., "content": ..., "name": optional speaker, "session": optional,
+    "ts": optional}`; `Memory.add_messages` checks the fields.
+
+    Raises:
+        InvalidInput: the file is unreadable, or a line or item is not a JSON object.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        if str(path).endswith(".json"):
+            items = json.loads(text)
+            if not isinstance(items, list):
+                raise InvalidInput(f"{path}: a .json transcript must hold a list of messages")
+            where = [f"{path}: item {i}" for i in range(len(items))]
+        else:
+            lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+            items = [json.loads(line) for _, line in lines]
+            where = [f"{path}:{n}" for n, _ in lines]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise InvalidInput(f"{path}: cannot read the transcript: {e}") from e
+    for w, m in zip(where, items):
+        if not isinstance(m, dict):
+            raise InvalidInput(f"{w}: expected a message object")
+    return items
 
 
 def _str(v: Any, path, n: int, name: str) -> str:

@@ -7,7 +7,9 @@ never pickle. The store knows tables and bytes, never torch modules.
 
 Tables:
     meta        key -> value: format marker, backbone identity, embedder, config
-    memories    seq (write order), id, user_id, text, ts, session, role, meta, created/updated, access
+    memories    seq (write order), id, user_id, text, ts, session, role, speaker, meta, created/updated,
+                access
+    memories_fts  FTS5 index of the texts, rowid = memories.seq, kept in step by triggers
     vectors     (memory_id, field) -> version (0 raw float32, >= 1 Kakeya codec version), data
                 (version 0: safetensors float32; >= 1: the code's bytes, whose length the codec knows)
     codecs      (set_name, version) -> trained_at, data (a serialised Kakeya codec)
@@ -93,18 +95,38 @@ def _m003_raw_codes(db: sqlite_utils.Database) -> None:
     db.execute("UPDATE vectors SET checksum = ams_crc(data) WHERE version >= 1")
 
 
+def _m004_dialogue(db: sqlite_utils.Database) -> None:
+    """Who said a turn (`speaker`), and a full-text index of the texts for the lexical retrieval
+    channel: FTS5 over the memories table itself (no second copy of the text), kept in step by
+    triggers, so every write, update and delete of any process updates it in the same
+    transaction. Porter stemming ("dogs" finds "dog"), accents folded."""
+    db.execute("ALTER TABLE memories ADD COLUMN speaker TEXT")
+    db.execute("CREATE VIRTUAL TABLE memories_fts USING fts5(text, content='memories', content_rowid='seq',"
+               " tokenize='porter unicode61 remove_diacritics 2')")
+    db.execute("CREATE TRIGGER memories_fts_add AFTER INSERT ON memories BEGIN"
+               " INSERT INTO memories_fts (rowid, text) VALUES (new.seq, new.text); END")
+    db.execute("CREATE TRIGGER memories_fts_del AFTER DELETE ON memories BEGIN"
+               " INSERT INTO memories_fts (memories_fts, rowid, text) VALUES ('delete', old.seq, old.text); END")
+    db.execute("CREATE TRIGGER memories_fts_upd AFTER UPDATE OF text ON memories BEGIN"
+               " INSERT INTO memories_fts (memories_fts, rowid, text) VALUES ('delete', old.seq, old.text);"
+               " INSERT INTO memories_fts (rowid, text) VALUES (new.seq, new.text); END")
+    db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('rebuild')")
+
+
 # Registered in order; a store records each name it has applied. Append, never edit.
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_checksums", _m002_checksums),
     ("003_raw_codes", _m003_raw_codes),
+    ("004_dialogue", _m004_dialogue),
 ]
 
 
-def row_crc(memory_id, user_id, text, ts, session, role, meta) -> int:
-    """CRC-32 of a memory row's user-visible fields (meta as its stored JSON text)."""
-    return zlib.crc32(json.dumps([memory_id, user_id, text, ts, session, role, meta], ensure_ascii=False)
-                      .encode("utf-8", "surrogatepass"))
+def row_crc(memory_id, user_id, text, ts, session, role, meta, speaker=None) -> int:
+    """CRC-32 of a memory row's user-visible fields (meta as its stored JSON text). A row without a
+    speaker checksums as schema 002 did, so older rows keep their checksums."""
+    fields = [memory_id, user_id, text, ts, session, role, meta] + ([] if speaker is None else [speaker])
+    return zlib.crc32(json.dumps(fields, ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
 
 def _crc(data) -> int:
@@ -162,7 +184,7 @@ class Store:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
-            conn.create_function("ams_row_crc", 7, row_crc, deterministic=True)
+            conn.create_function("ams_row_crc", -1, row_crc, deterministic=True)
             conn.create_function("ams_crc", 1, _crc, deterministic=True)
             conn.create_function("ams_code_bytes", 1, lambda b: unpack(b).astype(np.uint8).tobytes(),
                                  deterministic=True)
@@ -264,10 +286,11 @@ class Store:
     def insert_memory(self, row: dict) -> int:
         """Insert a memory row; returns its write-order `seq`."""
         cur = self.db.execute(
-            "INSERT INTO memories (id, user_id, text, ts, session, role, meta, created_at, updated_at, checksum)"
-            " VALUES (:id, :user_id, :text, :ts, :session, :role, :meta, :created_at, :updated_at,"
-            " ams_row_crc(:id, :user_id, :text, :ts, :session, :role, :meta))",
-            {**row, "meta": json.dumps(row.get("meta")) if row.get("meta") is not None else None},
+            "INSERT INTO memories (id, user_id, text, ts, session, role, speaker, meta, created_at, updated_at,"
+            " checksum) VALUES (:id, :user_id, :text, :ts, :session, :role, :speaker, :meta, :created_at,"
+            " :updated_at, ams_row_crc(:id, :user_id, :text, :ts, :session, :role, :meta, :speaker))",
+            {**row, "speaker": row.get("speaker"),
+             "meta": json.dumps(row.get("meta")) if row.get("meta") is not None else None},
         )
         self.add_history(row["id"], row["user_id"], "ADD", None, row["text"], row["created_at"])
         return int(cur.lastrowid)
@@ -299,6 +322,32 @@ class Store:
             return self.db.execute("SELECT count(*) FROM memories").fetchone()[0]
         return self.db.execute("SELECT count(*) FROM memories WHERE user_id = ?", [user_id]).fetchone()[0]
 
+    def lexical(self, user_id: str, terms: list[str], limit: int) -> list[tuple[str, float]]:
+        """BM25 search of a user's texts for any of `terms` (plain words, matched after stemming);
+        (memory_id, score) best first, higher is better."""
+        if not terms:
+            return []
+        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)  # quoted: no FTS5 syntax gets in
+        return [(r[0], float(r[1])) for r in self.db.execute(
+            "SELECT m.id, -bm25(memories_fts) AS s FROM memories_fts JOIN memories m"
+            " ON m.seq = memories_fts.rowid WHERE memories_fts MATCH ? AND m.user_id = ? ORDER BY s DESC LIMIT ?",
+            [match, user_id, limit])]
+
+    def speakers(self, user_id: str) -> list[str]:
+        """The distinct speakers of a user's memories."""
+        return [r[0] for r in self.db.execute(
+            "SELECT DISTINCT speaker FROM memories WHERE user_id = ? AND speaker IS NOT NULL ORDER BY speaker",
+            [user_id])]
+
+    def session_turns(self, user_id: str, session: str, seq: int, before: int, after: int) -> list[dict]:
+        """Up to `before` turns of a session written before row `seq` and `after` written after it, in order."""
+        cur = self.db.execute(
+            "SELECT * FROM (SELECT * FROM memories WHERE user_id = ? AND session = ? AND seq < ?"
+            " ORDER BY seq DESC LIMIT ?) UNION ALL SELECT * FROM (SELECT * FROM memories WHERE user_id = ?"
+            " AND session = ? AND seq > ? ORDER BY seq LIMIT ?) ORDER BY seq",
+            [user_id, session, seq, before, user_id, session, seq, after])
+        return [self._row(cur, r) for r in cur.fetchall()]
+
     def users(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT user_id FROM memories ORDER BY user_id")]
 
@@ -306,7 +355,7 @@ class Store:
         old = self.db.execute("SELECT text FROM memories WHERE user_id = ? AND id = ?",
                               [user_id, memory_id]).fetchone()[0]
         self.db.execute("UPDATE memories SET text = ?, updated_at = ?,"
-                        " checksum = ams_row_crc(id, user_id, ?, ts, session, role, meta)"
+                        " checksum = ams_row_crc(id, user_id, ?, ts, session, role, meta, speaker)"
                         " WHERE user_id = ? AND id = ?", [text, now, text, user_id, memory_id])
         self.add_history(memory_id, user_id, "UPDATE", old, text, now)
         return old
@@ -351,7 +400,8 @@ class Store:
     def _row(cur: sqlite3.Cursor, r: tuple) -> dict:
         d = dict(zip([c[0] for c in cur.description], r))
         if "checksum" in d and "text" in d:  # a whole memory row: it must be what was written
-            if d["checksum"] != row_crc(d["id"], d["user_id"], d["text"], d["ts"], d["session"], d["role"], d["meta"]):
+            if d["checksum"] != row_crc(d["id"], d["user_id"], d["text"], d["ts"], d["session"], d["role"], d["meta"],
+                                        d.get("speaker")):
                 raise StoreCorrupted(f"memory {d['id']!r} fails its checksum: the file was damaged")
             del d["checksum"]
         if d.get("meta") is not None and "meta" in d:

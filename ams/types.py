@@ -21,6 +21,7 @@ class MemoryRecord:
     created_at: float
     updated_at: float
     access_count: int
+    speaker: str | None = None  # who said it (dialogue turns)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Hit:
     scores: dict[str, float] = field(default_factory=dict)
     session: str | None = None
     role: str = "user"
+    speaker: str | None = None
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ def test_search_returns_the_written_memory_with_per_bundle_scores(fresh_store):
     ids = fresh_store.write_many(FACTS)
     hits = fresh_store.search(FACTS[2], k=3)
     assert hits[0].id == ids[2] and hits[0].text == FACTS[2]
-    assert set(hits[0].scores) == {"temporal", "topic", "context"}
+    assert set(hits[0].scores) == {"temporal", "topic", "context", "lexical", "recency", "question"}
     assert hits[0].scores["topic"] == pytest.approx(1.0, abs=1e-3)
+    assert hits[0].scores["lexical"] == pytest.approx(1.0)  # the query is the text: the best BM25 match
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
@@ -179,7 +180,7 @@ def test_codec_error_on_memories_not_used_to_train_it(fresh_store):
 def test_prefix_has_the_backbone_width_and_token_norm(fresh_store):
     fresh_store.write_many(FACTS)
     points = fresh_store._query_points("Where does Tomas live?", None, 1.7e9)
-    rows = fresh_store._retrieve(points, 3)[0]
+    rows = fresh_store._retrieve(points, 3, "Where does Tomas live?", 1.7e9)[0]
     prefix = fresh_store._prefix("Where does Tomas live?", points, rows, 1.7e9)
     cfg = fresh_store.config.prefix
     assert prefix.shape == (cfg.slots, fresh_store.backbone.d_model)

@@ -40,6 +40,8 @@ def test_previous_schema_store_migrates_and_keeps_every_memory(tmp_path, tiny_ba
         got = [(m.id, m.text, m.session, m.meta) for m in mem.get_all(limit=-1)]
         assert report["memories"] == len(got) == 69
         assert "I moved to Lisbon." in [t for _, t, _, _ in got]
+        lexical = {mem.get(m).text for m, _ in mem.store.lexical(mem.user_id, ["lisbon"], 5)}  # 004: FTS5 built
+        assert "I moved to Lisbon." in lexical
         assert mem.search("place 12 with friend 5", k=1)[0].text.startswith("Memory 12:")
         for field in ("content", "context", "salient", "hidden"):  # 003: codes are their bare bytes now
             set_name = mem.registry.set_of(field)

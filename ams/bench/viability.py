@@ -29,6 +29,7 @@ from typing import Any
 from ..config import MemoryConfig
 from ..errors import InvalidInput
 from ..session import Session, is_hit, is_substring_hit, load_session, seed_path
+from .dialogue import generate_dialogue
 from .synthetic import generate_session
 
 MODES = ("full", "prefix", "flat", "text", "hybrid", "none", "oracle")
@@ -40,7 +41,7 @@ ASK_AFTER_S = 86_400.0  # questions are asked a day after the last fact
 
 @dataclass(frozen=True)
 class BenchConfig:
-    session: str = "synthetic"  # "seed", "synthetic" or a JSONL path
+    session: str = "synthetic"  # "seed", "synthetic", "dialogue" or a JSONL path
     ns: tuple[int, ...] = (10, 20, 50, 100, 1000)
     modes: tuple[str, ...] = MODES
     backbone: str = "smollm2-135m-instruct"
@@ -76,9 +77,10 @@ def session_for(cfg: BenchConfig, n: int) -> Session:
         if n == 20:
             return s
         raise InvalidInput("the seed session has N = 10 (facts about the user) or 20 (with distractors)")
-    if cfg.session == "synthetic":
+    if cfg.session in ("synthetic", "dialogue"):
+        make = generate_session if cfg.session == "synthetic" else generate_dialogue
         try:
-            return generate_session(n, seed=cfg.seed, split=cfg.split, n_queries=cfg.queries)
+            return make(n, seed=cfg.seed, split=cfg.split, n_queries=cfg.queries)
         except ValueError as e:
             raise InvalidInput(str(e)) from e
     s = load_session(cfg.session)
@@ -151,7 +153,8 @@ def run(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
                 times = _fact_times(session)
                 for i in range(0, len(session.facts), 256):
                     chunk = session.facts[i : i + 256]
-                    ids += mem.write_many([{"text": f.text, "ts": t, "session": f.session, "role": f.role}
+                    ids += mem.write_many([{"text": f.text, "ts": t, "session": f.session, "role": f.role,
+                                            "speaker": f.speaker}
                                            for f, t in zip(chunk, times[i : i + 256])])
                     bar.update(len(chunk))
                 now = max(times) + ASK_AFTER_S

@@ -1,0 +1,204 @@
+"""Conversations: chat messages in, speakers and sessions kept, the lexical index in step with every
+change, speaker-aware retrieval, turns shown with their neighbours, the dialogue generator."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import ams
+from ams.bench.dialogue import TALK, generate_dialogue
+from ams.bench.synthetic import FIRST, _split
+from ams.cli import main
+from ams.session import is_hit
+
+CHAT = [
+    {"role": "user", "content": "hey! how was the weekend?", "name": "Ben"},
+    {"role": "user", "content": "good, we finally got a puppy", "name": "Ana"},
+    {"role": "user", "content": "no way! what did you name the puppy?", "name": "Ben"},
+    {"role": "user", "content": "we went with Mochi in the end", "name": "Ana"},
+    {"role": "user", "content": "cute. my cat Pixel will not be pleased", "name": "Ben"},
+    {"role": "user", "content": "haha. did you see the game last night?", "name": "Ana"},
+    {"role": "user", "content": "yes, what a finish", "name": "Ben"},
+]
+
+
+def _words(mem, user, *terms):
+    return {mem.get(m).text for m, _ in mem.store.lexical(user, list(terms), 10)}
+
+
+class TestIngest:
+    def test_add_messages_keeps_speaker_session_time_and_order(self, fresh_store):
+        ids = fresh_store.add_messages(CHAT, ts=1_767_225_600)
+        recs = [fresh_store.get(i) for i in ids]
+        assert [r.text for r in recs] == [m["content"] for m in CHAT]
+        assert [r.speaker for r in recs] == [m["name"] for m in CHAT]
+        assert len({r.session for r in recs}) == 1 and recs[0].session.startswith("conv-")
+        assert all(r.ts == 1_767_225_600 for r in recs)
+        again = fresh_store.add_messages(CHAT[:1])  # no session given: a new conversation
+        assert fresh_store.get(again[0]).session != recs[0].session
+
+    def test_speaker_falls_back_to_the_role_and_text_parts_are_joined(self, fresh_store):
+        ids = fresh_store.add_messages([
+            {"role": "assistant", "content": "Noted."},
+            {"role": "user", "content": [{"type": "text", "text": "first"}, {"type": "text", "text": "second"}]},
+            {"role": "user", "content": "later", "ts": 5.0, "session": "other"}], session="s1")
+        a, b, c = (fresh_store.get(i) for i in ids)
+        assert (a.speaker, a.role, a.session) == ("assistant", "assistant", "s1")
+        assert b.text == "first\nsecond" and (c.ts, c.session) == (5.0, "other")
+
+    @pytest.mark.parametrize("bad, error", [
+        ([{"role": "tool", "content": "x"}], ams.InvalidInput),
+        ([{"role": "user", "content": "   "}], ams.EmptyText),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}], ams.InvalidInput),
+        ([{"role": "user", "content": 3}], ams.InvalidInput),
+        ([{"role": "user", "content": "x", "mood": "happy"}], ams.InvalidInput),
+        ([{"role": "user", "content": "x", "name": ""}], ams.InvalidInput),
+        ([{"role": "user", "content": "x", "name": "n" * 201}], ams.InvalidInput),
+        ([{"role": "user", "content": "x", "name": "\ud800"}], ams.InvalidInput),
+        (["hello"], ams.InvalidInput),
+        ({"role": "user", "content": "x"}, ams.InvalidInput),
+    ])
+    def test_a_bad_message_writes_nothing(self, fresh_store, bad, error):
+        fresh_store.add_messages(CHAT[:2])
+        with pytest.raises(error):
+            fresh_store.add_messages([*CHAT[2:4], *bad] if isinstance(bad, list) else bad)
+        assert len(fresh_store) == 2
+
+    def test_write_takes_a_speaker_and_search_returns_it(self, fresh_store):
+        fresh_store.write("My dog Biscuit chewed my shoes again.", speaker="Ana", session="s")
+        hit = fresh_store.search("Biscuit", k=1)[0]
+        assert hit.speaker == "Ana" and fresh_store.get_all()[0].speaker == "Ana"
+
+
+class TestLexicalIndex:
+    def test_follows_writes_updates_and_deletes(self, fresh_store):
+        a = fresh_store.write("The beagle is called Waffles.")
+        b = fresh_store.write("I live in Lisbon.")
+        assert _words(fresh_store, "default", "waffles") == {"The beagle is called Waffles."}
+        assert _words(fresh_store, "default", "beagles") == {"The beagle is called Waffles."}  # stemmed
+        fresh_store.update(a, "The terrier is called Pepper.")
+        assert _words(fresh_store, "default", "waffles") == set()
+        assert _words(fresh_store, "default", "pepper") == {"The terrier is called Pepper."}
+        fresh_store.delete(b)
+        assert _words(fresh_store, "default", "lisbon") == set()
+        assert fresh_store.store.db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('integrity-check')")
+
+    def test_is_scoped_by_user_and_seen_by_other_processes(self, store_path, tiny_backbone_dir):
+        with ams.Memory.open(store_path, backbone=tiny_backbone_dir, user_id="a") as a, \
+                ams.Memory.open(store_path, backbone=tiny_backbone_dir, user_id="b") as b:
+            a.write("A zebra named Stripes lives next door.")
+            assert _words(b, "b", "zebra") == set()
+            assert b.search("zebra Stripes", k=3) == []  # nothing of user a, even through the lexical channel
+            b.write("My zebra is called Dots.")
+            assert _words(a, "a", "zebra") == {"A zebra named Stripes lives next door."}
+            assert [h.text for h in a.search("zebra", k=3)] == ["A zebra named Stripes lives next door."]
+
+    @pytest.mark.parametrize("query", ['"', 'NEAR(a b)', "a* OR -b", "'; DROP TABLE memories; --", "AND", "^x:y"])
+    def test_fts_syntax_in_a_question_is_only_words(self, fresh_store, query):
+        fresh_store.write("A memory about NEAR and OR and AND.")
+        fresh_store.search(query, k=1)  # no error: terms are quoted, never parsed as FTS5 syntax
+        assert len(fresh_store) == 1
+
+
+class TestRetrieval:
+    def test_a_question_about_a_speaker_prefers_their_turns(self, fresh_store):
+        fresh_store.add_messages([
+            {"role": "user", "name": "Ana", "content": "my dog is called Biscuit"},
+            {"role": "user", "name": "Ben", "content": "my dog is called Pepper"},
+            {"role": "user", "name": "Ana", "content": "I live in Porto"},
+            {"role": "user", "name": "Ben", "content": "I live in Graz"}])
+        assert fresh_store.search("What is Ana's dog called?", k=1)[0].text == "my dog is called Biscuit"
+        assert fresh_store.search("What is Ben's dog called?", k=1)[0].text == "my dog is called Pepper"
+        assert fresh_store.search("Where does Ben live?", k=1)[0].text == "I live in Graz"
+        hit = fresh_store.search("Where does Ana live?", k=1)[0]
+        assert hit.text == "I live in Porto" and hit.scores["speaker"] == 1.0
+
+    def test_a_reply_is_encoded_with_the_turn_it_answers(self, fresh_store):
+        fresh_store.add_messages(CHAT)
+        hits = fresh_store.search("What is the name of Ana's puppy?", k=2)
+        reply = next(h for h in hits if h.text == "we went with Mochi in the end")
+        # its context point reads "what did you name the puppy?" with it; the turn alone names no puppy
+        assert reply.scores["context"] > reply.scores["topic"] + 0.2
+        assert reply.scores["turn context"] == reply.scores["context"]
+
+    def test_a_question_turn_ranks_below_the_statement_it_asked_for(self, fresh_store):
+        fresh_store.add_messages([{"role": "user", "name": "Ben", "content": "where do you live these days?"},
+                                  {"role": "user", "name": "Ana", "content": "I live in Porto these days"}])
+        assert fresh_store.search("Where does Ana live these days?", k=1)[0].text == "I live in Porto these days"
+
+
+class TestAnswerContext:
+    def test_a_turn_is_shown_with_its_neighbours_once(self, store_path, tiny_backbone_dir):
+        with ams.Memory.open(store_path, backbone=tiny_backbone_dir) as mem:
+            ids = mem.add_messages(CHAT)
+            rows = [mem._row_of[ids[3]], mem._row_of[ids[2]]]
+            (block, dialogue), = mem._blocks(rows)  # the second turn is inside the first one's window
+            assert dialogue and block.split("\n  ") == [
+                "Ben: no way! what did you name the puppy?", "Ana: we went with Mochi in the end",
+                "Ben: cute. my cat Pixel will not be pleased"]
+        one = ams.MemoryConfig().model_copy(update={"retrieval": ams.MemoryConfig().retrieval.model_copy(
+            update={"neighbour_turns": 0})})
+        with ams.Memory.open(store_path, backbone=tiny_backbone_dir, config=one) as mem:
+            assert mem._blocks([mem._row_of[ids[3]]]) == [("Ana: we went with Mochi in the end", True)]
+            mem.write("A plain fact.")
+            assert mem._blocks([len(ids)]) == [("A plain fact.", False)]
+
+    def test_generate_answers_from_a_transcript(self, fresh_store):
+        fresh_store.add_messages(CHAT)
+        g = fresh_store.generate("What is the name of Ana's puppy?", mode="text", max_new_tokens=4)
+        assert fresh_store.get(g.memory_ids[0]).speaker is not None and g.in_tokens > 40
+
+
+class TestGenerator:
+    def test_is_seeded_and_has_the_asked_length(self):
+        a, b = generate_dialogue(300, seed=3), generate_dialogue(300, seed=3)
+        assert a == b and len(a.facts) == 300 and a != generate_dialogue(300, seed=4)
+        assert len({f.speaker for f in a.facts}) == 3 and len({f.session for f in a.facts}) > 10
+        assert [f.ts for f in a.facts] == sorted(f.ts for f in a.facts)
+
+    @pytest.mark.parametrize("n", [100, 1000, 5000])
+    def test_every_question_names_a_speaker_and_its_gold_turn_holds_the_answer(self, n):
+        s = generate_dialogue(n, seed=0, n_queries=30)
+        turn = {f.id: f for f in s.facts}
+        assert len(s.queries) >= 15
+        for q in s.queries:
+            gold = turn[q.fact_ids[0]]
+            assert gold.speaker in q.text and is_hit(gold.text, q.keywords)
+            assert not any(w in gold.text for w in q.forbidden)
+        assert any(q.forbidden for q in s.queries)  # corrections and moves are asked about
+
+    def test_splits_share_no_speaker_or_template(self):
+        train, held = generate_dialogue(1000, split="train"), generate_dialogue(1000, split="heldout")
+        assert not {f.speaker for f in train.facts} & {f.speaker for f in held.facts}
+        assert {f.speaker for f in held.facts} <= set(_split(FIRST, "heldout"))
+        says = {t for talk in TALK.values() for t in _split(talk.say, "train")}
+        held_text = {f.text.lower() for f in held.facts}
+        for t in says:  # no train-only template appears in a held-out transcript
+            head = t.split("{v}")[0].strip().lower()
+            if len(head) > 12:
+                assert not any(x.startswith(head) for x in held_text), t
+
+    def test_rejects_bad_arguments(self):
+        with pytest.raises(ValueError):
+            generate_dialogue(10)
+        with pytest.raises(ValueError):
+            generate_dialogue(100, split="test")
+
+
+def test_cli_imports_a_transcript_and_exports_speakers(tmp_path, tiny_backbone_dir, capsys):
+    src, store, out = tmp_path / "chat.jsonl", tmp_path / "s.db", tmp_path / "out.jsonl"
+    src.write_text("\n".join(json.dumps({**m, "session": "day-1"}) for m in CHAT) + "\n")
+    assert main(["import", str(store), str(src), "--backbone", tiny_backbone_dir]) == 0
+    assert f"imported {len(CHAT)} turns" in capsys.readouterr().out
+    assert main(["export", str(store), "-o", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["speaker"] for r in rows] == [m["name"] for m in CHAT] and {r["session"] for r in rows} == {"day-1"}
+    assert main(["import", str(store), str(out), "--user", "copy"]) == 0  # the export is a session file
+    with ams.Memory.open(store, backbone=tiny_backbone_dir, user_id="copy") as mem:
+        assert [m.speaker for m in mem.get_all()] == [m["name"] for m in CHAT]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"role": "robot", "content": "x"}]))
+    assert main(["import", str(store), str(bad)]) == 2  # a typed error, nothing written
+    assert "role must be one of" in capsys.readouterr().err

@@ -41,6 +41,7 @@ VARIANTS = {  # name -> RetrievalConfig overrides (none of them changes what a s
     "- speaker rewrite of the question": {"speaker_rewrite": False},
     "- context bundle": {"context_weight": 0.0, "turn_context_weight": 0.0},
     "- temporal bundle": {"temporal_weight": 0.0},
+    "256 candidates a bundle (default 64)": {"candidates": 256},
     "dense bundles only": {**NO_CHANNELS},
     "before the channels (dense, context 0.25)": {**NO_CHANNELS, "turn_context_weight": 0.0},
     "topic bundle only": {**NO_CHANNELS, "context_weight": 0.0, "turn_context_weight": 0.0, "temporal_weight": 0.0},

@@ -3,10 +3,11 @@
 write(text) -> MiniLM content embedding + backbone encoding (hidden, salient)
             -> context point from the session's earlier turns
             -> Kakeya registry codes (raw until a set has trained) -> SQLite, one transaction
-               (the FTS5 index of texts and speakers follows by trigger)
+               (the FTS5 index of the texts follows by trigger)
             -> the in-memory bundle indexes get the *decoded* vectors
 generate(q) -> the question's point on each bundle -> tree-filtered retrieval fused with the lexical
-               (BM25), speaker and recency channels -> top-k
+               (BM25), speaker, recency and question channels (and, for dialogue turns, specificity
+               and turn context) -> top-k
             -> prompt (memory texts in text/flat/hybrid, dialogue turns with their neighbours,
                the whole history in full)
             -> cross-bundle attention over the top-k fibers -> prefix (prefix/hybrid)
@@ -765,7 +766,9 @@ class Memory:
                 "temporal": self.temporal.query(now).numpy()}
 
     def _retrieve(self, points: dict[str, np.ndarray], k: int, query: str, now: float):
-        """Top-k rows by the bundles' fused scores plus the lexical, speaker and recency channels."""
+        """Top-k rows by the bundles' fused scores plus the channels scored outside them: lexical,
+        speaker, recency, the question penalty, and for dialogue turns specificity and turn context
+        (the context bundle's score once more; see `RetrievalConfig.turn_context_weight`)."""
         n = len(self._index["topic"])
         if n == 0:
             return [], np.zeros(0), {b: np.zeros(0) for b in BUNDLES}

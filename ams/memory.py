@@ -745,18 +745,26 @@ class Memory:
         now = _to_unix(now, time.time(), "now")
         with self.store.atomic():  # one snapshot: every hit is a whole, live memory
             self._sync()
-            points = self._query_points(query, session, now)
+            named = self._named_speakers(query)
+            points = self._query_points(query, session, now, named)
             if method == "flat":
                 rows = self._retrieve_flat(points, k)
                 return [self._hit(r, float(self._index["topic"].x[r] @ points["topic"]), {}) for r in rows]
-            rows, fused, per = self._retrieve(points, k, query, now)
+            rows, fused, per = self._retrieve(points, k, query, now, named)
             return [self._hit(r, fused[i], {b: float(per[b][i]) for b in per}) for i, r in enumerate(rows)]
 
-    def _query_points(self, query: str, session: str | None, now: float) -> dict[str, np.ndarray]:
+    def _query_points(self, query: str, session: str | None, now: float,
+                      named: dict[str, str] | None = None) -> dict[str, np.ndarray]:
         """The question's point on each bundle. A question that names a speaker is asked of that
         speaker's own words: "Where does Ana live?" is encoded as "Where does I live?", since Ana's
-        turns say "I live in ..." and the speaker channel already prefers Ana's turns."""
-        for name in self._named_speakers(query) if self.config.retrieval.speaker_rewrite else ():
+        turns say "I live in ..." and the speaker channel already prefers Ana's turns.
+
+        Args:
+            named: `_named_speakers(query)`, when the caller has it already.
+        """
+        named = self._named_speakers(query) if named is None else named
+        words = sorted(set(named.values()), key=len, reverse=True)  # "Ana Silva" before "Ana"
+        for name in words if self.config.retrieval.speaker_rewrite else ():
             query = re.sub(rf"(?<!\w){re.escape(name)}'s(?!\w)", "my", query, flags=re.IGNORECASE)
             query = re.sub(rf"(?<!\w){re.escape(name)}(?!\w)", "I", query, flags=re.IGNORECASE)
         content = self.embedder.encode([query]).numpy()[0]
@@ -765,7 +773,7 @@ class Memory:
                 "context": self.context.query(torch.from_numpy(ctx)).numpy(),
                 "temporal": self.temporal.query(now).numpy()}
 
-    def _retrieve(self, points: dict[str, np.ndarray], k: int, query: str, now: float):
+    def _retrieve(self, points: dict[str, np.ndarray], k: int, query: str, now: float, named: dict[str, str]):
         """Top-k rows by the bundles' fused scores plus the channels scored outside them: lexical,
         speaker, recency, the question penalty, and for dialogue turns specificity and turn context
         (the context bundle's score once more; see `RetrievalConfig.turn_context_weight`)."""
@@ -777,10 +785,11 @@ class Memory:
         candidates = max(rc.candidates, k)
         extra, propose = {}, None
         if rc.lexical_weight > 0:
-            lexical, propose = self._lexical(query, candidates)
+            lexical, propose = self._lexical(query, candidates, named)
             extra["lexical"] = (lexical, rc.lexical_weight)
         if self._speaker_of:
-            extra["speaker"] = (self._speaker_match(query), rc.speaker_weight)
+            ids = [self._speaker_of[sp] for sp in named]
+            extra["speaker"] = (np.isin(self._speaker, ids).astype(np.float32), rc.speaker_weight)
         age_days = np.maximum(now - self._ts, 0.0) / 86400.0
         extra["recency"] = (0.5 ** (age_days / self.config.temporal.recency_half_life_days), rc.recency_weight)
         if self._speaker_of:  # channels for dialogue turns (memories with a speaker)
@@ -794,10 +803,11 @@ class Memory:
                                 extra=extra, propose=propose)
         return rows.tolist(), fused, per
 
-    def _lexical(self, query: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    def _lexical(self, query: str, limit: int, named: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
         """BM25 of every row for the query's content words (0 where nothing matched), scaled so the
-        best match scores 1, and the rows that matched, best first."""
-        names = {w for n in self._named_speakers(query) for w in _words(n, 1)}  # the speaker channel's part
+        best match scores 1, and the rows that matched, best first. Names of speakers are left to
+        the speaker channel."""
+        names = {w for n in named.values() for w in _words(n, 1)}
         terms = [w for w in dict.fromkeys(re.findall(r"[^\W_]+", fold(query)))
                  if len(w) > 1 and w not in STOPWORDS and w not in names]
         scores = np.zeros(len(self._ids), dtype=np.float32)
@@ -809,25 +819,19 @@ class Memory:
         scores[rows] = s / max(float(s.max()), 1e-9)
         return scores, rows
 
-    def _named_speakers(self, query: str) -> list[str]:
-        """How the query names this user's speakers: the whole name, or its first word ("Ana" for
-        "Ana Silva"); longest first. Roles used as speakers ("user") are not names."""
+    def _named_speakers(self, query: str) -> dict[str, str]:
+        """This user's speakers that the query names -> the words it names them by: the whole
+        name, or its first word ("Ana" for "Ana Silva"). Roles used as speakers ("user") are not names."""
         q = fold(query)
-        out = []
+        out = {}
         for sp in self._speaker_of:
             if sp in ROLES:
                 continue
             for w in (sp, sp.split()[0]):
                 if len(w) > 1 and re.search(rf"(?<!\w){re.escape(fold(w))}(?!\w)", q):
-                    out.append(w)
+                    out[sp] = w
                     break
-        return sorted(out, key=len, reverse=True)
-
-    def _speaker_match(self, query: str) -> np.ndarray:
-        """1 for rows whose speaker the query names, else 0."""
-        named = set(self._named_speakers(query))
-        ids = [i for sp, i in self._speaker_of.items() if sp in named or sp.split()[0] in named]
-        return np.isin(self._speaker, ids).astype(np.float32)
+        return out
 
     def _informative(self, rows: np.ndarray) -> np.ndarray:
         """How specific each row is: the largest IDF of its words over this user's memories, scaled
@@ -958,14 +962,15 @@ class Memory:
         t0 = time.perf_counter()
         rows: list[int] = []
         points = None
+        named = self._named_speakers(query)
         if chosen is not None or mode not in ("full", "none"):
-            points = self._query_points(query, session, now)
+            points = self._query_points(query, session, now, named)
         if chosen is not None:
             rows = chosen
         elif mode == "flat":
             rows = self._retrieve_flat(points, k)
         elif mode in ("prefix", "text", "hybrid"):
-            rows, fused, _ = self._retrieve(points, k, query, now)
+            rows, fused, _ = self._retrieve(points, k, query, now, named)
             rows = _gate(rows, fused, self.config.retrieval.relative_gate)
         prefix = self._prefix(query, points, rows, now) if mode in ("prefix", "hybrid") and rows else None
         retrieve_ms = (time.perf_counter() - t0) * 1000

@@ -333,12 +333,6 @@ class Store:
             " ON m.seq = memories_fts.rowid WHERE memories_fts MATCH ? AND m.user_id = ? ORDER BY s DESC LIMIT ?",
             [match, user_id, limit])]
 
-    def speakers(self, user_id: str) -> list[str]:
-        """The distinct speakers of a user's memories."""
-        return [r[0] for r in self.db.execute(
-            "SELECT DISTINCT speaker FROM memories WHERE user_id = ? AND speaker IS NOT NULL ORDER BY speaker",
-            [user_id])]
-
     def session_turns(self, user_id: str, session: str, seq: int, before: int, after: int) -> list[dict]:
         """Up to `before` turns of a session written before row `seq` and `after` written after it, in order."""
         cur = self.db.execute(

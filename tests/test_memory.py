@@ -180,7 +180,7 @@ def test_codec_error_on_memories_not_used_to_train_it(fresh_store):
 def test_prefix_has_the_backbone_width_and_token_norm(fresh_store):
     fresh_store.write_many(FACTS)
     points = fresh_store._query_points("Where does Tomas live?", None, 1.7e9)
-    rows = fresh_store._retrieve(points, 3, "Where does Tomas live?", 1.7e9)[0]
+    rows = fresh_store._retrieve(points, 3, "Where does Tomas live?", 1.7e9, {})[0]
     prefix = fresh_store._prefix("Where does Tomas live?", points, rows, 1.7e9)
     cfg = fresh_store.config.prefix
     assert prefix.shape == (cfg.slots, fresh_store.backbone.d_model)

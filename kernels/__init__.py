@@ -6,5 +6,6 @@ and its `*_ref` reference otherwise; tests run the kernels on CPU with `TRITON_I
 """
 
 from .kakeya_encode import HAS_TRITON, kakeya_encode, kakeya_encode_ref
+from .spce_rotary import spce_rotary, spce_rotary_ref
 
-__all__ = ["HAS_TRITON", "kakeya_encode", "kakeya_encode_ref"]
+__all__ = ["HAS_TRITON", "kakeya_encode", "kakeya_encode_ref", "spce_rotary", "spce_rotary_ref"]

@@ -8,7 +8,10 @@ Accepted names:
   way (its first conversion takes minutes: Q4_K de-quantisation is slow in transformers).
 - a local directory holding a HuggingFace model (`config.json` and weights);
 - a path to a `.gguf` file, cached the same way;
-- a hub id such as `"HuggingFaceTB/SmolLM2-360M-Instruct"`, where a network exists.
+- a hub id such as `"HuggingFaceTB/SmolLM2-360M-Instruct"`, where a network exists;
+- `"spce:<any of the above>"`: that Llama-family model converted to the native SPCE model
+  (`SpceForCausalLM.from_llama`: full-width window, no carry, so it answers as its source does);
+  a directory saved from an SPCE model loads as it is, by its own name.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from .hf import HFBackbone
 log = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "smollm2-135m-instruct"
+SPCE_PREFIX = "spce:"
 
 # name -> (package that ships the GGUF, file name inside the package)
 SHIPPED_GGUF = {
@@ -84,6 +88,15 @@ def load_backbone(name: str = DEFAULT_BACKBONE, *, dtype: str = "float32") -> HF
     import torch  # noqa: F401  (transformers needs torch imported first on some platforms)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from . import spce  # registers model_type "spce" with the Auto classes
+
+    if str(name).startswith(SPCE_PREFIX):
+        source = load_backbone(name[len(SPCE_PREFIX):], dtype=dtype)
+        try:
+            model = spce.SpceForCausalLM.from_llama(source.model)
+        except ValueError as e:
+            raise BackboneNotFound(f"backbone {name!r}: {e}") from e
+        return HFBackbone(model, source.tokenizer, name=name)
     if name in SHIPPED_GGUF:
         model_dir = _cached_gguf(shipped_gguf_path(name), key=name)
     elif str(name).endswith(".gguf"):

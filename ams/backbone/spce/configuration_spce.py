@@ -30,6 +30,7 @@ class SpceConfig(PretrainedConfig):
         carry_decay_windows: (shortest, longest) initial carry memory, in windows of token time.
         keyframe_every: K, windows between keyframes of a stream's state.
         max_keyframes: how many keyframes a stream keeps (the oldest go first).
+        pad_token_id, bos_token_id, eos_token_id: special token ids (SmolLM2's by default).
 
     Raises:
         ValueError: an inconsistent shape or an out-of-range value.
@@ -65,6 +66,9 @@ class SpceConfig(PretrainedConfig):
         keyframe_every: int = 8,
         max_keyframes: int = 4,
         tie_word_embeddings: bool = True,
+        pad_token_id: int | None = None,
+        bos_token_id: int | None = 1,
+        eos_token_id: int | list[int] | None = 2,
         **kwargs,
     ):
         num_key_value_heads = num_key_value_heads or num_attention_heads
@@ -109,4 +113,6 @@ class SpceConfig(PretrainedConfig):
         self.carry_decay_windows = [float(lo), float(hi)]
         self.keyframe_every = keyframe_every
         self.max_keyframes = max_keyframes
-        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+        self.pad_token_id, self.bos_token_id, self.eos_token_id = pad_token_id, bos_token_id, eos_token_id
+        super().__init__(tie_word_embeddings=tie_word_embeddings, pad_token_id=pad_token_id,
+                         bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs)

@@ -57,6 +57,8 @@ def test_converted_llama_generates_the_same_tokens(llama):
     assert torch.equal(model.generate(x, **kw), llama.generate(x, **kw))
     emb = llama.get_input_embeddings()(x)
     assert torch.equal(model.generate(inputs_embeds=emb, **kw), llama.generate(inputs_embeds=emb, **kw))
+    beams = dict(kw, num_beams=3, max_new_tokens=6)  # beam search reorders the cache's rows
+    assert torch.equal(model.generate(x, **beams), llama.generate(x, **beams))
 
 
 @torch.no_grad()

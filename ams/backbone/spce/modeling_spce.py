@@ -315,6 +315,22 @@ class SpceCache:
         self.slot_pos = torch.cat([self.slot_pos, self.slot_pos.new_full((new - cap,), -1)])
         self.slot_valid = torch.cat([self.slot_valid, self.slot_valid.new_zeros(self.slot_valid.shape[0], new - cap)], 1)
 
+    def reorder_cache(self, beam_idx: Tensor) -> None:
+        """Keep rows `beam_idx` (B,) of every per-row tensor, keyframes included (beam search)."""
+        def pick(state: dict) -> None:
+            for k, v in state.items():
+                if isinstance(v, list):
+                    state[k] = [t.index_select(0, beam_idx.to(t.device)) for t in v]
+                elif isinstance(v, Tensor) and k != "slot_pos":
+                    state[k] = v.index_select(0, beam_idx.to(v.device))
+
+        own = {k: v for k, v in vars(self).items() if k not in ("keyframes", "config")}
+        pick(own)
+        for k, v in own.items():
+            setattr(self, k, v)
+        for frame in self.keyframes.values():
+            pick(frame)
+
     def nbytes(self) -> int:
         """Bytes held by the stream's state, keyframes included: constant in the stream's length."""
         state = [*self.keys, *self.values, *self.carry, *self.carry_sum, self.slot_pos, self.slot_valid]

@@ -76,21 +76,23 @@ def validation_batches(tokens: Tensor, batch_size: int, seq_len: int, n: int) ->
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: list[Tensor], *, skip: int = 0) -> float:
-    """Mean next-token loss (nats) over the batches, counting predictions of tokens from `skip` on."""
+def evaluate(model: nn.Module, batches: list[Tensor], *, skip: int = 0) -> float | tuple[float, float]:
+    """Mean next-token loss (nats) over the batches; with `skip`, also over predictions of tokens from `skip` on."""
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    total = total_late = 0.0
+    count = count_late = 0
     device = next(model.parameters()).device
     for x in batches:
         x = x.to(device)
         logits = model(x).logits[:, :-1].float()
         nll = nn.functional.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten(), reduction="none").view(x.shape[0], -1)
-        nll = nll[:, max(0, skip - 1):]
-        total += nll.sum().item()
-        count += nll.numel()
+        total, count = total + nll.sum().item(), count + nll.numel()
+        late = nll[:, max(0, skip - 1):]  # column j predicts token j + 1
+        total_late, count_late = total_late + late.sum().item(), count_late + late.numel()
     model.train(was_training)
-    return total / max(count, 1)
+    mean = total / max(count, 1)
+    return (mean, total_late / max(count_late, 1)) if skip else mean
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -194,10 +196,8 @@ def train_lm(model: nn.Module, train_tokens: Tensor, val_tokens: Tensor, cfg: LM
         bar.set_postfix(loss=f"{loss.item():.3f}")
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.steps:
-            unwrapped = acc.unwrap_model(model)
-            row = [done, evaluate(unwrapped, val)]
-            if val_skip:
-                row.append(evaluate(unwrapped, val, skip=val_skip))
+            scores = evaluate(acc.unwrap_model(model), val, skip=val_skip)
+            row = [done, *scores] if val_skip else [done, scores]
             history["val"].append(row)
             bar.write(f"step {done}: val loss {row[1]:.4f}" + (f", from token {val_skip}: {row[2]:.4f}" if val_skip else ""))
         if out is not None and acc.is_main_process and (done % cfg.checkpoint_every == 0 or done == end):

@@ -596,7 +596,7 @@ class Memory:
                     lines[r["session"]] = [_turn_line(t) for t in self.store.session_turns(
                         self.user_id, r["session"], 2**62, m, 0)]
                 if r["speaker"] is not None:
-                    windows[i] = "\n".join([*lines[r["session"]][-m:], _turn_line(r)])
+                    windows[i] = _turn_window(lines[r["session"]], r, m)
                 lines[r["session"]].append(_turn_line(r))
         if windows:
             for i, v in zip(windows, self.embedder.encode(list(windows.values())).numpy()):
@@ -688,7 +688,7 @@ class Memory:
             if row.speaker is not None and row.session is not None and m:  # see `_context_points`
                 seq = self.store.memory_row(self.user_id, row.id)["seq"]
                 before = [_turn_line(t) for t in self.store.session_turns(self.user_id, row.session, seq, m, 0)]
-                window = "\n".join([*before, _turn_line({"text": text, "speaker": row.speaker})])
+                window = _turn_window(before, {"text": text, "speaker": row.speaker}, m)
                 context = self.embedder.encode([window]).numpy()
             else:
                 context = self._mix(content[0], self._session_contents(row.session, before=i), m)[None]
@@ -1142,6 +1142,11 @@ def _is_question(text: str) -> bool:
 
 def _turn_line(row: dict) -> str:
     return row["text"] if row.get("speaker") is None else f"{row['speaker']}: {row['text']}"
+
+
+def _turn_window(earlier: list[str], row: dict, m: int) -> str:
+    """The text a dialogue turn's context point encodes: its `m` previous lines, then its own."""
+    return "\n".join([*earlier[-m:], _turn_line(row)])
 
 
 def _check_encodable(text: str, what: str) -> None:

@@ -66,11 +66,19 @@ def python_sources(max_chars: int) -> tuple[list[str], list[str]]:
 
 
 def small_model(vocab: int, *, window: int, carry: int, seed: int, width: int, layers: int) -> SpceForCausalLM:
-    torch.manual_seed(seed)
-    cfg = SpceConfig(vocab_size=vocab, hidden_size=width, intermediate_size=3 * width, num_hidden_layers=layers,
-                     num_attention_heads=4, num_key_value_heads=2, rope_theta=10000.0, sliding_window=window,
-                     carry_size=carry, tie_word_embeddings=True)
-    return SpceForCausalLM(cfg)
+    """A fresh model; every variant starts from the same weights (the carry's own are extra, gate at zero)."""
+    def build(carry_size: int) -> SpceForCausalLM:
+        torch.manual_seed(seed)
+        return SpceForCausalLM(SpceConfig(
+            vocab_size=vocab, hidden_size=width, intermediate_size=3 * width, num_hidden_layers=layers,
+            num_attention_heads=4, num_key_value_heads=2, rope_theta=10000.0, sliding_window=window,
+            carry_size=carry_size, tie_word_embeddings=True))
+
+    model = build(carry)
+    if carry:  # the carry's parameters are drawn between layers: take the shared ones from the plain model
+        missing, unexpected = model.load_state_dict(build(0).state_dict(), strict=False)
+        assert not unexpected and all(".carry." in k for k in missing), (missing, unexpected)
+    return model
 
 
 def main() -> None:

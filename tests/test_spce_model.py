@@ -38,6 +38,11 @@ def test_converted_llama_gives_the_same_logits(llama):
     model = SpceForCausalLM.from_llama(llama).eval()
     x = ids(2, 120)
     torch.testing.assert_close(model(x).logits, llama(x).logits, atol=1e-4, rtol=0)
+    # hidden states too (memories are encoded from the last one), entry by entry
+    ours, theirs = model(x, output_hidden_states=True).hidden_states, llama(x, output_hidden_states=True).hidden_states
+    assert len(ours) == len(theirs) == 3
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     # left padding: positions follow the mask, as generate() sets them
     mask = torch.ones(2, 120, dtype=torch.long)
     mask[1, :9] = 0

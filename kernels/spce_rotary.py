@@ -37,8 +37,8 @@ TWO_PI = 2.0 * math.pi
 if HAS_TRITON:
 
     @triton.jit
-    def _spce_angles(TIME, STREAM, OMEGA, PHI, PHASE, tok, g, Hk, P, p_idx, pmask, HAS_PHASE: tl.constexpr):
-        """The reduced fp32 angles (BLOCK_P,) of token `tok` (a flat b * T + t index), group g."""
+    def _spce_cos_sin(TIME, STREAM, OMEGA, PHI, PHASE, tok, g, Hk, P, p_idx, pmask, HAS_PHASE: tl.constexpr):
+        """cos and sin (BLOCK_P,) of the reduced angles of token `tok` (a flat b * T + t index), group g."""
         time = tl.load(TIME + tok)  # fp64
         s = tl.load(STREAM + tok)
         w = tl.load(OMEGA + (s * Hk + g) * P + p_idx, mask=pmask, other=0.0).to(tl.float64)
@@ -47,7 +47,7 @@ if HAS_TRITON:
         theta = theta.to(tl.float32) + tl.load(PHI + (s * Hk + g) * P + p_idx, mask=pmask, other=0.0)
         if HAS_PHASE:
             theta += tl.load(PHASE + (tok * Hk + g) * P + p_idx, mask=pmask, other=0.0)
-        return theta
+        return tl.cos(theta), tl.sin(theta)
 
     @triton.jit
     def _spce_rotary_fwd_kernel(
@@ -60,8 +60,7 @@ if HAS_TRITON:
         g = tl.program_id(1)
         p_idx = tl.arange(0, BLOCK_P)
         pmask = p_idx < P
-        theta = _spce_angles(TIME, STREAM, OMEGA, PHI, PHASE, tok, g, Hk, P, p_idx, pmask, HAS_PHASE)
-        c, s = tl.cos(theta), tl.sin(theta)
+        c, s = _spce_cos_sin(TIME, STREAM, OMEGA, PHI, PHASE, tok, g, Hk, P, p_idx, pmask, HAS_PHASE)
         D = 2 * P
         G = H // Hk
         for j in range(0, G + 1):  # the group's G query heads, then its key head
@@ -85,8 +84,7 @@ if HAS_TRITON:
         g = tl.program_id(1)
         p_idx = tl.arange(0, BLOCK_P)
         pmask = p_idx < P
-        theta = _spce_angles(TIME, STREAM, OMEGA, PHI, PHASE, tok, g, Hk, P, p_idx, pmask, HAS_PHASE)
-        c, s = tl.cos(theta), tl.sin(theta)
+        c, s = _spce_cos_sin(TIME, STREAM, OMEGA, PHI, PHASE, tok, g, Hk, P, p_idx, pmask, HAS_PHASE)
         D = 2 * P
         G = H // Hk
         dtheta = tl.zeros([BLOCK_P], dtype=tl.float32)

@@ -451,7 +451,8 @@ class SpceModel(SpcePreTrainedModel):
         B, T, _ = h.shape
         w = self.config.sliding_window
         valid = torch.ones(B, T, dtype=torch.bool, device=h.device) if valid is None else valid
-        outs, per_layer = [], [[] for _ in range(len(self.layers) + 1)]
+        outs = []
+        per_layer: list[list[Tensor]] | None = [[] for _ in range(len(self.layers) + 1)] if hidden is not None else None
         a = 0
         while a < T:
             b = min(T, a + w - cache.seen % w)
@@ -460,14 +461,16 @@ class SpceModel(SpcePreTrainedModel):
             s_piece = None if streams is None else streams[:, piece]
             r_piece = None if spatial is None else spatial[:, piece]
             x = h[:, piece]
-            per_layer[0].append(x)
             for i, layer in enumerate(self.layers):
+                if per_layer is not None:
+                    per_layer[i].append(x)
                 x = layer(x, self.rotary, times[:, piece], s_piece, r_piece, valid[:, piece], cache)
-                per_layer[i + 1].append(x)
+            if per_layer is not None:
+                per_layer[-1].append(x)
             cache.advance(self, times[:, piece], valid[:, piece])
             outs.append(x)
             a = b
-        if hidden is not None:
+        if hidden is not None and per_layer is not None:
             hidden[:] = [torch.cat(p, 1) for p in per_layer]
         return torch.cat(outs, 1)
 

@@ -107,9 +107,6 @@ class SpceTokenizer:
         ids = self.rank_to_id[np.asarray(ranks, dtype=np.int64)]
         return ids[ids >= 0].tolist()
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [self.encode(t) for t in texts]
-
     def decode(self, ids: list[int]) -> str:
         """Text of token ids; unknown ids raise ValueError."""
         arr = np.asarray(ids, dtype=np.int64)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -120,13 +121,10 @@ def save_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Opti
     state = optimizer.state_dict()
     tensors = {f"{i}.{k}": v.contiguous() for i, s in state["state"].items() for k, v in s.items()}
     save_file(tensors, str(tmp / "optimizer.safetensors"))
-    groups = [{k: v for k, v in g.items()} for g in state["param_groups"]]
-    (tmp / "state.json").write_text(json.dumps({"step": step, "history": history, "param_groups": groups}))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "history": history,
+                                                "param_groups": state["param_groups"]}))
     final = out_dir / "checkpoint"
-    if final.exists():
-        for f in final.iterdir():
-            f.unlink()
-        final.rmdir()
+    shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
 
 

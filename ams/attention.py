@@ -1,7 +1,7 @@
 """Cross-bundle attention: the retrieved memories' fibers become prefix embeddings.
 
 For each bundle b, a query head maps the question's point on b's base space, concatenated with the
-backbone's pooled hidden state of the question, to a query q_b; attention weights are
+backbone's pooled hidden state of the question (scaled to unit norm), to a query q_b; attention weights are
 softmax(<q_b, dirn_b,i> / temperature) over the top-k memories i; the bundle's output is the
 weighted sum of value projections V_b(fiber_b,i). Each prefix slot j has its own lift of the three
 outputs into the backbone's width, followed by a LayerNorm and a learnable scale:
@@ -14,20 +14,30 @@ pass the base point through and ignore the hidden state; the topic value is the 
 already lives in the token-embedding space), the temporal and context values start at zero; lifts
 are the identity on the topic output plus small seeded noise. A slot is then the attention-weighted
 content centroid of the retrieved memories, in the backbone's own token space.
-Glossary: B batch, K retrieved memories, L slots, d backbone width.
+Salient-token slots: a pooled fiber blends a memory's words into one vector, from which a frozen
+reader cannot spell a name it has never seen. So the channel also reads the retrieved memories'
+most surprising words (`HFBackbone.salient_ids`: whole words, chosen by the backbone's own
+surprisal) as input embeddings, through a map that starts at the identity and a scale that starts
+at one, and puts them before the pooled slots.
+
+Glossary: B batch, K retrieved memories, L slots, S salient-token slots, d backbone width.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 from .bundles import BUNDLES
-from .errors import StoreCorrupted
+from .errors import InvalidInput, StoreCorrupted, StoreMismatch
 
 
 class CrossBundleAttention(nn.Module):
@@ -69,9 +79,15 @@ class CrossBundleAttention(nn.Module):
             self.lifts.add_(torch.randn(self.lifts.shape, generator=gen) * (0.02 / math.sqrt(d_model)))
         self.norm = nn.LayerNorm(d_model, eps=1e-8)  # fibers of small models have tiny variance
         self.scale = nn.Parameter(torch.tensor(float(token_norm)))
+        # salient-token slots: the retrieved memories' most surprising words, as input embeddings
+        self.token_map = nn.Linear(d_model, d_model, bias=False)
+        with torch.no_grad():
+            self.token_map.weight.copy_(torch.eye(d_model))
+        self.token_scale = nn.Parameter(torch.tensor(1.0))
 
     def forward(self, q_base: dict[str, Tensor], q_hidden: Tensor, dirn: dict[str, Tensor],
-                fiber: dict[str, Tensor], mask: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+                fiber: dict[str, Tensor], mask: Tensor | None = None,
+                tokens: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Prefix slots for a batch of questions.
 
         Args:
@@ -80,13 +96,18 @@ class CrossBundleAttention(nn.Module):
             dirn: bundle -> (B, K, d_base) the retrieved memories' directions.
             fiber: bundle -> (B, K, d_fiber) the retrieved memories' fibers.
             mask: (B, K) True where a memory is present (fewer than K retrieved).
+            tokens: (B, S, d) input embeddings of the retrieved memories' salient words, best
+                memory first, or None; they become S slots of their own, before the L others.
 
         Returns:
-            (prefix (B, L, d), attention weights {bundle: (B, K)}).
+            (prefix (B, S + L, d), attention weights {bundle: (B, K)}).
         """
         outs, weights = [], {}
+        # unit norm: a backbone's hidden states are hundreds of times longer than a base point, and a
+        # small trained weight on them would swamp the base term and the temperature
+        hidden = F.normalize(q_hidden.float(), dim=-1).to(q_hidden.dtype)
         for b in BUNDLES:
-            q = self.query_heads[b](torch.cat([q_base[b], q_hidden], dim=-1))  # (B, d_base)
+            q = self.query_heads[b](torch.cat([q_base[b], hidden], dim=-1))  # (B, d_base)
             logits = torch.einsum("bd,bkd->bk", q, dirn[b]) / self.temperature  # (B, K)
             if mask is not None:
                 logits = logits.masked_fill(~mask, float("-inf"))
@@ -96,6 +117,8 @@ class CrossBundleAttention(nn.Module):
         o = torch.cat(outs, dim=-1)  # (B, 3d)
         u = torch.einsum("lde,be->bld", self.lifts, o)  # (B, L, d)
         prefix = self.scale * self.norm(u) / math.sqrt(self.d_model)
+        if tokens is not None:
+            prefix = torch.cat([self.token_scale * self.token_map(tokens.to(prefix.dtype)), prefix], dim=1)
         return prefix, weights
 
     def to_bytes(self) -> bytes:
@@ -106,3 +129,59 @@ class CrossBundleAttention(nn.Module):
             self.load_state_dict(st_load(data))
         except Exception as e:  # bad bytes or shapes
             raise StoreCorrupted(f"unreadable attention weights: {e}") from e
+
+
+# -- trained weights ---------------------------------------------------------------------------
+CHANNEL_FORMAT = "ams-channel/1"
+
+
+def save_channel(channel: CrossBundleAttention, backbone, path: str | Path, *, salient_tokens: int = 0,
+                 recipe: dict | None = None) -> None:
+    """Write a trained channel (safetensors), tagged with its backbone's identity, its shapes and
+    the salient tokens per memory it was trained with (a store that loads it uses that number)."""
+    from safetensors.torch import save_file
+
+    meta = {"format": CHANNEL_FORMAT, "backbone_identity": backbone.identity, "backbone_name": backbone.name,
+            "slots": str(channel.slots), "d_model": str(channel.d_model), "salient_tokens": str(int(salient_tokens)),
+            "recipe": json.dumps(recipe or {})}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous() for k, v in channel.state_dict().items()}, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def load_channel(data: bytes, channel: CrossBundleAttention, backbone_identity: str) -> dict[str, str]:
+    """Load weights written by `save_channel` into `channel`; returns their metadata.
+
+    Raises:
+        InvalidInput: the bytes are not a channel weights file.
+        StoreMismatch: they were trained for another backbone or another slot layout.
+    """
+    try:
+        meta = _safetensors_metadata(data)
+        state = st_load(data)
+    except Exception as e:
+        raise InvalidInput(f"not a channel weights file: {e}") from e
+    if meta.get("format") != CHANNEL_FORMAT:
+        raise InvalidInput(f"not a channel weights file (format {meta.get('format')!r}, want {CHANNEL_FORMAT!r})")
+    if meta.get("backbone_identity") != backbone_identity:
+        raise StoreMismatch(f"channel weights were trained for backbone {meta.get('backbone_name')!r} "
+                            f"(identity {meta.get('backbone_identity')}); this one's identity is {backbone_identity}")
+    try:
+        channel.load_state_dict(state)
+    except RuntimeError as e:
+        raise StoreMismatch(f"channel weights do not fit this store's prefix settings "
+                            f"({meta.get('slots')} slots in the file, {channel.slots} here): {e}") from e
+    return meta
+
+
+def channel_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The `__metadata__` of safetensors bytes (the header is 8 bytes of length, then JSON)."""
+    n = int.from_bytes(data[:8], "little")
+    if len(data) < 8 or n <= 0 or 8 + n > len(data):
+        raise ValueError("truncated header")
+    return dict(json.loads(data[8 : 8 + n]).get("__metadata__") or {})

@@ -1,4 +1,4 @@
-"""The `ams` command line: demo, chat, inspect, export, import.
+"""The `ams` command line: demo, chat, inspect, export, import, train, bench.
 
 `inspect` and `export` read the SQLite file directly and load no model; `import`, `chat` and `demo`
 go through `ams.Memory`, so they do what the library does.
@@ -177,13 +177,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run the session-viability benchmark; print the table, write the JSON report and plot."""
     from .bench.viability import BenchConfig, format_table, plot, run, write_json
 
-    if args.weights is not None:
-        raise AmsError("--weights: trained channel weights are not supported yet (the training step adds them)")
     session = args.session
     ns = args.n or {"seed": (10, 20), "dialogue": (100, 1000)}.get(session, (10, 20, 50, 100, 1000))
     cfg = BenchConfig(session=session, ns=ns, modes=args.modes, backbone=args.backbone, k=args.k,
                       max_new_tokens=args.max_new_tokens, seed=args.seed, queries=args.queries, split=args.split,
-                      retrieval_only=args.retrieval_only, batch_size=args.batch_size)
+                      retrieval_only=args.retrieval_only, batch_size=args.batch_size, weights=args.weights,
+                      store_config=args.store_config)
     report = run(cfg, progress=not args.quiet)
     print(format_table(report))
     if args.json:
@@ -192,6 +191,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.plot:
         plot(report, args.plot)
         print(f"plot: {args.plot}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train the memory channel on the synthetic train split; validate on the held-out split."""
+    from .train import ChannelTrainConfig, train_channel
+
+    cfg = ChannelTrainConfig(backbone=args.backbone, salient_tokens=args.salient_tokens, train_episodes=args.episodes, val_episodes=args.val_episodes,
+                             facts=args.facts, queries=args.queries, k=args.k, modes=args.modes, steps=args.steps,
+                             batch_size=args.batch_size, lr=args.lr, retrieval_weight=args.retrieval_weight,
+                             eval_every=args.eval_every, eval_answers=args.eval_answers, seed=args.seed)
+    history = train_channel(cfg, out_dir=args.out, progress=not args.quiet)
+    first, last = history["val"][0], history["val"][-1]
+    for mode in cfg.modes:
+        print(f"{mode:>7}: held-out NLL {first[f'{mode}_nll']:.3f} -> {last[f'{mode}_nll']:.3f}, "
+              f"hit-rate {first[f'{mode}_hit']:.2f} -> {last[f'{mode}_hit']:.2f}")
+    out = Path(args.out)
+    print(f"weights: {out / 'channel.safetensors'}\ncurves: {out / 'curves.png'}\nhistory: {out / 'history.json'}")
     return 0
 
 
@@ -240,6 +257,26 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--backbone", default=None, help="backbone for a new store (default: smollm2-135m-instruct)")
     m.set_defaults(fn=cmd_import)
 
+    t = sub.add_parser("train", help="train the memory channel (prefix mode) on synthetic users")
+    t.add_argument("--out", required=True, help="run directory: checkpoints, weights, curves (resumes if present)")
+    t.add_argument("--backbone", default="smollm2-135m-instruct")
+    t.add_argument("--salient-tokens", type=int, default=8, help="salient-word tokens per memory in the prefix (0: off)")
+    t.add_argument("--episodes", type=int, default=40, help="synthetic users of the train split")
+    t.add_argument("--val-episodes", type=int, default=6, help="synthetic users of the held-out split")
+    t.add_argument("--facts", type=_csv(int), default=(20, 50), help="facts per user, cycled (default: 20,50)")
+    t.add_argument("--queries", type=int, default=20, help="questions per user")
+    t.add_argument("--k", type=int, default=3, help="memories retrieved per question")
+    t.add_argument("--modes", type=_csv(str), default=("prefix", "hybrid"), help="modes trained (default: prefix,hybrid)")
+    t.add_argument("--steps", type=int, default=400)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--retrieval-weight", type=float, default=1.0, help="weight of the attention-toward-gold term")
+    t.add_argument("--eval-every", type=int, default=100)
+    t.add_argument("--eval-answers", type=int, default=40, help="held-out questions answered per validation")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(fn=cmd_train)
+
     b = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     v = b.add_parser("session-viability", help="every injection mode, swept over the number of facts N")
     v.add_argument("--session", default="synthetic",
@@ -248,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--modes", type=_csv(str), default=("full", "prefix", "flat", "text", "hybrid", "none", "oracle"),
                    help="modes, comma-separated (default: all, with oracle)")
     v.add_argument("--backbone", default="smollm2-135m-instruct")
-    v.add_argument("--weights", default=None, help="trained channel weights (not supported yet)")
+    v.add_argument("--weights", default=None, help="trained channel weights (`ams train`) for prefix and hybrid")
+    v.add_argument("--store-config", type=json.loads, default=None,
+                   help='MemoryConfig fields as JSON for the stores it writes, e.g. \'{"prefix": {"salient_tokens": 8}}\'')
     v.add_argument("--k", type=int, default=3, help="memories retrieved per question")
     v.add_argument("--max-new-tokens", type=int, default=30)
     v.add_argument("--seed", type=int, default=0, help="seed of the synthetic session")

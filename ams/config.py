@@ -108,6 +108,10 @@ class PrefixConfig(_Frozen):
     d_attn: int = Field(64, ge=8, description="Width of each bundle's query/key space.")
     temperature: float = Field(0.05, gt=0, description="Softmax temperature of cross-bundle attention.")
     seed: int = Field(0, description="Seed of the untrained channel's initial weights.")
+    salient_tokens: int = Field(
+        0, ge=0, le=64, description="Tokens of each retrieved memory's most surprising words given to the prefix as "
+        "slots of their own (0: pooled slots only). Trained channel weights carry their own value, which wins; "
+        "untrained, these slots cost hybrid answers (BENCHMARKS.md), so the default is 0.")
 
 
 class MemoryConfig(_Frozen):
@@ -124,6 +128,11 @@ class MemoryConfig(_Frozen):
     kakeya: KakeyaConfig = Field(default_factory=KakeyaConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     prefix: PrefixConfig = Field(default_factory=PrefixConfig)
+    timeline_tokens_per_day: float = Field(
+        0.0, ge=0, description="For backbones whose rotary phases read time (SPCE): memories in the prompt are "
+        "shown oldest first and each memory's tokens are placed this many token steps further back per day of "
+        "its age, so its write time reaches the phases. 0 keeps plain token positions (a converted model then "
+        "answers exactly as its source). Other backbones ignore it.")
     system_prompt: str | None = Field(
         None, description="System message for generation; None keeps the chat template's default."
     )
@@ -138,4 +147,5 @@ class MemoryConfig(_Frozen):
     def storage_fields(self) -> dict:
         """The parts of the config that decide what bytes a store holds."""
         return {"embedder": self.embedder, "temporal": self.temporal.model_dump(),
-                "kakeya": self.kakeya.model_dump(), "prefix": self.prefix.model_dump()}
+                "kakeya": self.kakeya.model_dump(),
+                "prefix": self.prefix.model_dump(exclude={"salient_tokens"})}  # read at answer time only

@@ -17,6 +17,7 @@ The parts never call each other; only this module wires them.
 
 from __future__ import annotations
 
+import bisect
 import datetime as _dt
 import functools
 import json
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .attention import CrossBundleAttention
+from .attention import CrossBundleAttention, channel_digest, load_channel
 from .backbone import DEFAULT_BACKBONE, HFBackbone, load_backbone
 from .bundles import BUNDLES, ContextBundle, TemporalBundle, TopicBundle, context_point
 from .config import MemoryConfig
@@ -108,6 +109,7 @@ class _Plan:
     rows: list[int]  # index rows of the memories used
     retrieve_ms: float
     truncated: bool
+    times: list[float] | None = None  # per prompt token, for backbones that read times (the timeline)
 
 
 class Memory:
@@ -128,6 +130,8 @@ class Memory:
             slots=config.prefix.slots, temperature=config.prefix.temperature,
             token_norm=backbone.token_embedding_norm, seed=config.prefix.seed,
         ).eval()
+        self.weights: str | None = None  # the trained channel's file, when one is loaded
+        self._salient_tokens = config.prefix.salient_tokens  # trained weights bring their own
         self._closed = False
         self._load()
 
@@ -135,7 +139,8 @@ class Memory:
     @classmethod
     @_guarded
     def open(cls, path: str | Path, *, backbone: str = DEFAULT_BACKBONE, user_id: str = "default",
-             config: MemoryConfig | None = None, busy_timeout: float = 10.0) -> Memory:
+             config: MemoryConfig | None = None, busy_timeout: float = 10.0,
+             weights: str | Path | None = None) -> Memory:
         """Open (or create) a memory store for one user.
 
         Args:
@@ -147,13 +152,17 @@ class Memory:
                 defaults for a new store).
             busy_timeout: seconds a write waits for another process's write lock before it raises
                 `StoreBusy` (nothing is written then).
+            weights: trained memory-channel weights (`ams train`) for `prefix` and `hybrid` modes.
+                The store records the file and its hash, and a later open without `weights=` loads
+                the same file. None on a store that records none: the untrained channel.
 
         Returns:
             An open `Memory`; use it as a context manager or call `close()`.
 
         Raises:
             StoreCorrupted: the file is not an AMS store or is damaged.
-            StoreMismatch: the store was written with another backbone, embedder or codec layout.
+            StoreMismatch: the store was written with another backbone, embedder or codec layout;
+                or the weights are for another backbone, or the recorded weights file is gone or changed.
             BackboneNotFound: the backbone cannot be loaded.
             InvalidInput: `user_id` is empty or not a string, or `busy_timeout` is negative.
         """
@@ -168,7 +177,9 @@ class Memory:
         try:
             bb = _shared_backbone(backbone) if isinstance(backbone, str) else backbone
             config = cls._bind(store, bb, config)
-            return cls(store, bb, _shared_embedder(), user_id=user_id, config=config)
+            mem = cls(store, bb, _shared_embedder(), user_id=user_id, config=config)
+            mem._use_weights(weights)
+            return mem
         except BaseException:
             store.close()
             raise
@@ -201,6 +212,32 @@ class Memory:
             raise StoreMismatch("config changes how memories are encoded; open without config= "
                                 "or with the store's own encoder, temporal, kakeya and prefix settings")
         return config
+
+    def _use_weights(self, weights: str | Path | None) -> None:
+        """Load the trained channel from `weights`, else from the file the store records; record it."""
+        recorded = self.store.get_meta("channel_path"), self.store.get_meta("channel_sha256")
+        if weights is None and recorded[0] is None:
+            return  # the untrained channel
+        path = Path(weights if weights is not None else recorded[0])
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            if weights is not None:
+                raise InvalidInput(f"cannot read channel weights {path}: {e}") from e
+            raise StoreMismatch(f"the store uses channel weights {path}, which cannot be read ({e}); "
+                                "pass weights= to choose weights") from e
+        digest = channel_digest(data)
+        if weights is None and digest != recorded[1]:
+            raise StoreMismatch(f"the channel weights file {path} changed since the store recorded it "
+                                f"(sha256 {recorded[1][:12]}..., now {digest[:12]}...); pass weights= to use it")
+        meta = load_channel(data, self.attention, self.backbone.identity)
+        self.attention.eval()
+        self._salient_tokens = int(meta.get("salient_tokens", self._salient_tokens))
+        self.weights = str(path.resolve())
+        if (self.weights, digest) != recorded:
+            with self.store.write():
+                self.store.set_meta("channel_path", self.weights)
+                self.store.set_meta("channel_sha256", digest)
 
     def _load(self) -> None:
         """Rebuild the in-memory indexes from the store (decoded fields, this user only)."""
@@ -938,8 +975,10 @@ class Memory:
         for i in range(0, len(plans), batch_size):
             batch = plans[i : i + batch_size]
             t0 = time.perf_counter()
+            timed = any(p.times is not None for p in batch)
             texts = self.backbone.generate_batch([p.ids for p in batch], prefixes=[p.prefix for p in batch],
-                                                 max_new_tokens=max_new_tokens)
+                                                 max_new_tokens=max_new_tokens,
+                                                 times=[p.times for p in batch] if timed else None)
             generate_ms = (time.perf_counter() - t0) * 1000 / len(batch)
             used = [r for p in batch for r in p.rows]  # a memory two questions used counts twice
             if used:
@@ -976,29 +1015,47 @@ class Memory:
         retrieve_ms = (time.perf_counter() - t0) * 1000
         budget = min(self.backbone.max_context, self.config.max_context_tokens) - max_new_tokens
         budget -= 0 if prefix is None else prefix.shape[0]
-        truncated = False
+        truncated, times = False, None
         if mode == "full":
-            ids, truncated = self._full_prompt(query, budget)
+            ids, times, truncated = self._full_prompt(query, budget, now)
         elif mode in ("flat", "text", "hybrid") and rows:
-            ids = self._memory_prompt(query, self._blocks(rows), budget)
+            ids, times = self._memory_prompt(query, self._blocks(rows), budget, now)
         else:
             ids = self.backbone.chat_ids(query, system=self.config.system_prompt)
-        return _Plan(ids=ids, prefix=prefix, rows=rows, retrieve_ms=retrieve_ms, truncated=truncated)
+        return _Plan(ids=ids, prefix=prefix, rows=rows, retrieve_ms=retrieve_ms, truncated=truncated, times=times)
 
     def _prefix(self, query: str, points: dict[str, np.ndarray], rows: list[int], now: float) -> torch.Tensor:
         """Cross-bundle attention over the retrieved memories' decoded fibers -> (L, d)."""
+        inputs = self._prefix_inputs(query, points, rows, now)
+        token_ids = inputs.pop("token_ids")
+        tokens = self.backbone.embed(token_ids.tolist())[None] if len(token_ids) else None  # (1, S, d)
+        with torch.no_grad():
+            prefix, _ = self.attention(**{k: _batched(v) for k, v in inputs.items()}, tokens=tokens)
+        return prefix[0]
+
+    def _prefix_inputs(self, query: str, points: dict[str, np.ndarray], rows: list[int],
+                       now: float) -> dict[str, Any]:
+        """What cross-bundle attention reads for one question, unbatched: q_base {bundle: (d_base,)},
+        q_hidden (d,), dirn {bundle: (K, d_base)}, fiber {bundle: (K, d_fiber)} (decoded, as stored),
+        token_ids (S,) the salient words of the memories, best memory first."""
         ids = [self._ids[r] for r in rows]
         fib = {f: self._fetch(ids, f) for f in ("salient", "hidden")}
-        ts = self._ts[rows]
-        temporal = self.temporal.encode(ts, now=now, access_count=self._access[rows])
-        dirn = {b: torch.from_numpy(self._index[b].x[rows])[None] for b in BUNDLES}  # (1, K, d_base)
-        fiber = {"temporal": temporal.fiber[None], "topic": torch.from_numpy(fib["salient"])[None],
-                 "context": torch.from_numpy(fib["hidden"])[None]}
-        q_base = {b: torch.from_numpy(points[b])[None] for b in BUNDLES}
-        q_hidden = self.backbone.encode([query]).hidden  # (1, d)
-        with torch.no_grad():
-            prefix, _ = self.attention(q_base, q_hidden, dirn, fiber)
-        return prefix[0]
+        temporal = self.temporal.encode(self._ts[rows], now=now, access_count=self._access[rows])
+        return {
+            "q_base": {b: torch.from_numpy(points[b]) for b in BUNDLES},
+            "q_hidden": self.backbone.encode([query]).hidden[0],
+            "dirn": {b: torch.from_numpy(self._index[b].x[rows]) for b in BUNDLES},
+            "fiber": {"temporal": temporal.fiber, "topic": torch.from_numpy(fib["salient"]),
+                      "context": torch.from_numpy(fib["hidden"])},
+            "token_ids": torch.tensor(self._salient(rows), dtype=torch.long),
+        }
+
+    def _salient(self, rows: list[int]) -> list[int]:
+        m = self._salient_tokens
+        if not m or not rows:
+            return []
+        texts = [self.store.memory_row(self.user_id, self._ids[r])["text"] for r in rows]
+        return [t for ids in self.backbone.salient_ids(texts, m) for t in ids]
 
     def _fetch(self, memory_ids: list[str], field: str) -> np.ndarray:
         got = self.store.vectors_for(memory_ids, field)
@@ -1006,17 +1063,18 @@ class Memory:
             raise StoreCorrupted(f"memories are missing their {field!r} vectors")
         return self._decoded([(m, *got[m]) for m in memory_ids], field)
 
-    def _blocks(self, rows: list[int]) -> list[tuple[str, bool]]:
-        """What the prompt shows of each retrieved memory, best first: (text, is dialogue). A memory
-        is its text; a dialogue turn (one with a speaker) is "Speaker: text" inside a window of
-        `neighbour_turns` turns of its conversation on either side, each turn shown once."""
+    def _blocks(self, rows: list[int]) -> list[tuple[str, bool, float]]:
+        """What the prompt shows of each retrieved memory, best first: (text, is dialogue, write
+        time). A memory is its text; a dialogue turn (one with a speaker) is "Speaker: text" inside
+        a window of `neighbour_turns` turns of its conversation on either side, each turn shown once;
+        the window has the retrieved turn's time."""
         n = self.config.retrieval.neighbour_turns
         shown: set[str] = set()
         out = []
         for r in rows:
             rec = self.store.memory_row(self.user_id, self._ids[r])
             if rec["speaker"] is None:
-                out.append((rec["text"], False))
+                out.append((rec["text"], False, rec["ts"]))
                 continue
             if rec["id"] in shown:
                 continue
@@ -1026,19 +1084,26 @@ class Memory:
                 window.insert(sum(t["seq"] < rec["seq"] for t in window), rec)
             turns = [t for t in window if t["id"] not in shown]
             shown.update(t["id"] for t in turns)
-            out.append(("\n  ".join(_turn_line(t) for t in turns), True))
+            out.append(("\n  ".join(_turn_line(t) for t in turns), True, rec["ts"]))
         return out
 
-    def _memory_prompt(self, query: str, blocks: list[tuple[str, bool]], budget: int) -> list[int]:
-        """The question after the memories; the weakest memories go first if over budget."""
+    @property
+    def _timeline(self) -> bool:
+        return self.backbone.takes_times and self.config.timeline_tokens_per_day > 0
+
+    def _memory_prompt(self, query: str, blocks: list[tuple[str, bool, float]], budget: int,
+                       now: float) -> tuple[list[int], list[float] | None]:
+        """The question after the memories (in time order on a timeline); the weakest memories go
+        first if over budget. Returns the prompt ids and, on a timeline, their times."""
+        dialogue = any(d for _, d, _ in blocks)
         while True:
-            ids = self.backbone.chat_ids(_with_facts(query, [b for b, _ in blocks], any(d for _, d in blocks)),
-                                         system=self.config.system_prompt)
+            shown = sorted(blocks, key=lambda b: b[2]) if self._timeline else blocks  # stable: ties keep rank
+            ids, times = self._timed_prompt(query, [(t, ts) for t, _, ts in shown], dialogue, now)
             if len(ids) <= budget or len(blocks) <= 1:
-                return ids
+                return ids, times
             blocks = blocks[:-1]
 
-    def _full_prompt(self, query: str, budget: int) -> tuple[list[int], bool]:
+    def _full_prompt(self, query: str, budget: int, now: float) -> tuple[list[int], list[float] | None, bool]:
         """Every memory in write order, left-truncated (oldest dropped) to the token budget."""
         rows = self.store.memory_rows(self.user_id)
         texts = [_turn_line(r) for r in rows]
@@ -1050,9 +1115,29 @@ class Memory:
             if room < 0:
                 break
             kept += 1
-        history = texts[len(texts) - kept :]
-        ids = self.backbone.chat_ids(_with_facts(query, history, dialogue), system=self.config.system_prompt)
-        return ids, kept < len(texts)
+        history = [(t, r["ts"]) for t, r in zip(texts, rows)][len(texts) - kept :]
+        if self._timeline:
+            history.sort(key=lambda h: h[1])  # write order is time order unless times were given
+        ids, times = self._timed_prompt(query, history, dialogue, now)
+        return ids, times, kept < len(texts)
+
+    def _timed_prompt(self, query: str, blocks: list[tuple[str, float]], dialogue: bool,
+                      now: float) -> tuple[list[int], list[float] | None]:
+        """Prompt ids for `query` after the memory `blocks` (text, write time), and on a timeline
+        each token's time: its index, moved back by `timeline_tokens_per_day` times the age of the
+        memory it belongs to (the template before the memories goes with the oldest; the question
+        stays at now). Blocks must come in time order, so times never decrease along the prompt."""
+        user_text = _with_facts(query, [t for t, _ in blocks], dialogue)
+        spans = self.backbone.chat_spans(user_text, system=self.config.system_prompt) if self._timeline else None
+        if spans is None:
+            return self.backbone.chat_ids(user_text, system=self.config.system_prompt), None
+        ids, starts = spans
+        rate = self.config.timeline_tokens_per_day
+        shifts, at = [], 0
+        for text, ts in blocks:  # each block is "- {text}" on its own line of user_text
+            at = user_text.index(f"- {text}", at)
+            shifts.append((at, at + 2 + len(text), -rate * max(now - ts, 0.0) / 86400.0))
+        return ids, _token_times(starts, shifts)
 
     # -- checks ---------------------------------------------------------------------------------
     @_guarded
@@ -1129,6 +1214,29 @@ def _with_facts(query: str, texts: list[str], dialogue: bool = False) -> str:
         return (f"From earlier conversations:\n{facts}\n\nQuestion: {query}\n"
                 "Answer using the conversations above, in one short sentence.")
     return f"Facts about me:\n{facts}\n\nQuestion: {query}\nAnswer using the facts above, in one short sentence."
+
+
+def _batched(v: Any) -> Any:
+    """A batch of one: a leading axis on a tensor or on each tensor of a dict."""
+    return {k: t[None] for k, t in v.items()} if isinstance(v, dict) else v[None]
+
+
+def _token_times(starts: list[int], blocks: list[tuple[int, int, float]]) -> list[float]:
+    """Each token's index plus the time shift of the block it falls in.
+
+    `starts` are the tokens' character offsets in the user text (-1 before it); `blocks` are
+    (start, end, shift) character spans in order. A token before the first block takes its shift,
+    one between two blocks the earlier one's, one after the last block none.
+    """
+    if not blocks:
+        return [float(i) for i in range(len(starts))]
+    firsts = [a for a, _, _ in blocks]
+    end = blocks[-1][1]
+    times = []
+    for i, c in enumerate(starts):
+        shift = 0.0 if c >= end else blocks[max(bisect.bisect_right(firsts, c) - 1, 0)][2]
+        times.append(i + shift)
+    return times
 
 
 def _words(text: str, min_len: int = 3) -> frozenset[str]:

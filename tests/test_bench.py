@@ -144,9 +144,11 @@ def test_retrieval_only_sweep_reports_both_methods(tiny_backbone_dir):
     assert "retrieval:ams" in format_table(report)
 
 
-def test_weights_flag_is_refused_until_supported(capsys):
-    assert main(["bench", "session-viability", "--weights", "w.safetensors"]) == 2
-    assert "not supported yet" in capsys.readouterr().err
+def test_weights_flag_reaches_the_stores(capsys, tmp_path, tiny_backbone_dir):
+    args = ["bench", "session-viability", "--backbone", tiny_backbone_dir, "--n", "10", "--modes", "prefix",
+            "--queries", "2", "--quiet", "--weights", str(tmp_path / "missing.safetensors")]
+    assert main(args) == 2
+    assert "cannot read channel weights" in capsys.readouterr().err
 
 
 def test_a_session_file_is_cut_to_its_first_n_facts(tmp_path):

@@ -87,3 +87,21 @@ def test_attention_weights_follow_the_topic_query_at_init():
     fib = {"temporal": torch.zeros(1, 3, 6), "topic": torch.eye(d)[None, :3] * 5, "context": torch.zeros(1, 3, d)}
     _, w = att(q, torch.zeros(1, d), dirn, fib)
     assert w["topic"][0].argmax() == 1 and w["topic"][0, 1] > 0.99
+
+
+def test_salient_token_slots_come_first_and_start_as_the_embeddings():
+    d, B, S = 16, 2, 5
+    att = CrossBundleAttention(d, {"temporal": 4, "topic": 4, "context": 4}, {"temporal": 6, "topic": d, "context": d},
+                               slots=3, temperature=0.1, token_norm=1.0)
+    g = torch.Generator().manual_seed(1)
+    q = {b: torch.randn(B, 4, generator=g) for b in BUNDLES}
+    dirn = {b: torch.randn(B, 2, 4, generator=g) for b in BUNDLES}
+    fib = {"temporal": torch.randn(B, 2, 6, generator=g), "topic": torch.randn(B, 2, d, generator=g),
+           "context": torch.randn(B, 2, d, generator=g)}
+    tokens = torch.randn(B, S, d, generator=g)
+    with torch.no_grad():
+        prefix, _ = att(q, torch.zeros(B, d), dirn, fib, tokens=tokens)
+        pooled, _ = att(q, torch.zeros(B, d), dirn, fib)
+    assert prefix.shape == (B, S + 3, d)
+    torch.testing.assert_close(prefix[:, :S], tokens)
+    torch.testing.assert_close(prefix[:, S:], pooled)

@@ -5,6 +5,7 @@ import sqlite3
 
 import numpy as np
 import pytest
+import torch
 
 import ams
 from tests.conftest import FACTS
@@ -177,15 +178,27 @@ def test_codec_error_on_memories_not_used_to_train_it(fresh_store):
     assert np.median(err) <= 0.15
 
 
-def test_prefix_has_the_backbone_width_and_token_norm(fresh_store):
+@pytest.mark.parametrize("salient_tokens", [0, 8])
+def test_prefix_has_the_backbone_width_and_token_norm(tiny_backbone_dir, tmp_path, salient_tokens):
+    from ams.config import MemoryConfig, PrefixConfig
+
+    fresh_store = ams.Memory.open(tmp_path / "p.db", backbone=tiny_backbone_dir,
+                                  config=MemoryConfig(prefix=PrefixConfig(salient_tokens=salient_tokens)))
     fresh_store.write_many(FACTS)
     points = fresh_store._query_points("Where does Tomas live?", None, 1.7e9)
     rows = fresh_store._retrieve(points, 3, "Where does Tomas live?", 1.7e9, {})[0]
     prefix = fresh_store._prefix("Where does Tomas live?", points, rows, 1.7e9)
     cfg = fresh_store.config.prefix
-    assert prefix.shape == (cfg.slots, fresh_store.backbone.d_model)
-    norms = prefix.norm(dim=-1)
-    assert np.allclose(norms.numpy(), fresh_store.backbone.token_embedding_norm, rtol=0.05)
+    bb = fresh_store.backbone
+    salient = [t for r in rows for t in bb.salient_ids([fresh_store.get(fresh_store._ids[r]).text], salient_tokens)[0]]
+    assert (0 < len(salient) <= len(rows) * salient_tokens) or salient_tokens == 0 == len(salient)
+    assert prefix.shape == (len(salient) + cfg.slots, bb.d_model)
+    # salient-token slots are the words' own embeddings at init; pooled slots have the mean token norm
+    if salient:
+        torch.testing.assert_close(prefix[: len(salient)], bb.embed(salient))
+    norms = prefix[len(salient):].norm(dim=-1)
+    assert np.allclose(norms.numpy(), bb.token_embedding_norm, rtol=0.05)
+    fresh_store.close()
 
 
 def test_context_bundle_reads_the_session(fresh_store):

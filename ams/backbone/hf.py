@@ -18,6 +18,8 @@ from torch import Tensor
 
 from ..errors import InvalidInput
 
+SALIENCE_FRAME = "Something to remember about me:\n"
+
 
 @dataclass(frozen=True)
 class BackboneEncoding:
@@ -51,6 +53,8 @@ class HFBackbone:
         self.token_embedding_norm: float = float(emb.detach().float().norm(dim=-1).mean())
         self.identity: str = _fingerprint(cfg, emb)
         self._eos_ids = _eos_ids(model, tokenizer)
+        # SPCE models read each token's absolute time (fp64) for their rotary phases
+        self.takes_times: bool = getattr(cfg, "model_type", None) == "spce"
 
     @property
     def device(self) -> torch.device:
@@ -80,6 +84,37 @@ class HFBackbone:
         head = f"{system}\n\n" if system else ""
         bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
         return bos + self.tokenize(f"{head}Question: {user_text}\nAnswer:")
+
+    def chat_spans(self, user_text: str, *, system: str | None = None) -> tuple[list[int], list[int]] | None:
+        """`chat_ids(user_text)` with, per token, the index in `user_text` where it starts.
+
+        Tokens of the template before `user_text` get -1, those after it `len(user_text)`. None when
+        the tokenizer cannot give offsets that reproduce `chat_ids` exactly.
+        """
+        ids = self.chat_ids(user_text, system=system)
+        if not getattr(self.tokenizer, "is_fast", False):
+            return None
+        if self.tokenizer.chat_template:
+            msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user_text}]
+            prompt = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            lead = []
+        else:
+            head = f"{system}\n\n" if system else ""
+            prompt = f"{head}Question: {user_text}\nAnswer:"
+            lead = [-1] if self.tokenizer.bos_token_id is not None else []
+        at = prompt.find(user_text)
+        enc = self.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+        if at < 0 or len(lead) + len(enc["input_ids"]) != len(ids) or list(enc["input_ids"]) != ids[len(lead):]:
+            return None
+        starts = [-1 if a < at else min(a - at, len(user_text)) for a, _ in enc["offset_mapping"]]
+        return ids, lead + starts
+
+    def answer_ids(self, text: str) -> list[int]:
+        """Token ids of `text` as the model's reply, with the end of its turn: after a chat
+        template's assistant header, else after the plain frame's "Answer:"."""
+        if self.tokenizer.chat_template:
+            return self.tokenize(text) + [self.tokenizer.eos_token_id]
+        return self.tokenize(f" {text}\n")
 
     # -- encoding -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -114,6 +149,45 @@ class HFBackbone:
         back = torch.argsort(torch.tensor(order))  # rows back into the callers' order
         return BackboneEncoding(torch.cat(hiddens)[back], torch.cat(salients)[back])
 
+    @torch.no_grad()
+    def salient_ids(self, texts: list[str], m: int) -> list[list[int]]:
+        """Per text, the token ids of its most surprising words, at most `m` tokens, in text order.
+
+        A word is a run of tokens that starts at whitespace (punctuation stands alone and is never
+        chosen); its score is the largest surprisal -log p(x_t | x_<t) of its tokens. Words are
+        taken whole, best first, while they fit: "I adopted a beagle named Waffles." gives the
+        tokens of "beagle" and "Waffles" before those of "named".
+        """
+        out = []
+        for text in texts:
+            ids = self.tokenize(text)
+            if not ids:
+                out.append([])
+                continue
+            frame = self._with_bos(self.tokenize(SALIENCE_FRAME))  # context, so a text's first words are not all surprises
+            seq = frame + ids
+            logp = self.model(input_ids=torch.tensor([seq], device=self.device)).logits[0, :-1].float().log_softmax(-1)
+            target = torch.tensor(seq[1:], device=self.device)[:, None]
+            surprisal = (-logp.gather(-1, target))[len(frame) - 1 :, 0].tolist()  # (len(ids),)
+            words: list[list[int]] = []  # token positions
+            for i, t in enumerate(ids):
+                piece = self.tokenizer.decode([t])
+                alnum = any(c.isalnum() for c in piece)
+                if not words or piece[:1].isspace() or not alnum or not any(
+                        c.isalnum() for c in self.tokenizer.decode([ids[words[-1][-1]]])):
+                    words.append([i])
+                else:
+                    words[-1].append(i)
+            scored = sorted((w for w in words if any(c.isalnum() for c in self.decode([ids[i] for i in w]))),
+                            key=lambda w: -max(surprisal[i] for i in w))
+            chosen, room = [], m
+            for w in scored:
+                if len(w) <= room:
+                    chosen.append(w)
+                    room -= len(w)
+            out.append([ids[i] for w in sorted(chosen) for i in w])
+        return out
+
     @property
     def _bos(self) -> int | None:
         return self.tokenizer.bos_token_id
@@ -134,22 +208,25 @@ class HFBackbone:
         t = torch.tensor(ids, device=self.device)
         return self.model.get_input_embeddings()(t)
 
-    def generate(self, ids: list[int], *, prefix: Tensor | None = None, max_new_tokens: int = 64) -> str:
+    def generate(self, ids: list[int], *, prefix: Tensor | None = None, max_new_tokens: int = 64,
+                 times: list[float] | None = None) -> str:
         """Greedy continuation of `ids`, with `prefix` (L, d) embeddings placed before them.
 
         Args:
             ids: prompt token ids (from `chat_ids`).
             prefix: (L, d) prefix embeddings, or None for a plain prompt.
             max_new_tokens: the most tokens to generate.
+            times: the time of each prompt token, for backbones that read it (`takes_times`).
 
         Returns:
             The generated text, special tokens removed and whitespace stripped.
         """
-        return self.generate_batch([ids], prefixes=[prefix], max_new_tokens=max_new_tokens)[0]
+        return self.generate_batch([ids], prefixes=[prefix], max_new_tokens=max_new_tokens,
+                                   times=None if times is None else [times])[0]
 
     @torch.no_grad()
     def generate_batch(self, prompts: list[list[int]], *, prefixes: list[Tensor | None] | None = None,
-                       max_new_tokens: int = 64) -> list[str]:
+                       max_new_tokens: int = 64, times: list[list[float] | None] | None = None) -> list[str]:
         """Greedy continuations of several prompts in one batch.
 
         Each row is `[prefix_i; embed(prompt_i)]`, left-padded with the pad token's embedding under
@@ -160,18 +237,26 @@ class HFBackbone:
             prompts: B prompt token id lists.
             prefixes: B entries of (L_i, d) prefix embeddings or None; None for no prefixes at all.
             max_new_tokens: the most tokens generated per row.
+            times: B entries of per-token times of the prompt (non-decreasing, in token units) or
+                None (the token index); only for backbones that read times (`takes_times`). A
+                row's prefix slots sit just before its first token; new tokens follow its last
+                one a unit apart.
 
         Returns:
             B texts, special tokens removed and whitespace stripped.
 
         Raises:
-            InvalidInput: a row's prompt, prefix and new tokens exceed the backbone's context.
+            InvalidInput: a row's prompt, prefix and new tokens exceed the backbone's context; times
+                for a backbone that does not read them, or of the wrong length.
         """
         if not prompts:
             return []
         prefixes = prefixes if prefixes is not None else [None] * len(prompts)
         if len(prefixes) != len(prompts):
             raise InvalidInput(f"{len(prompts)} prompts but {len(prefixes)} prefixes")
+        position = None
+        if times is not None and any(t is not None for t in times):
+            position = self._positions(prompts, prefixes, times)
         rows = []
         for ids, prefix in zip(prompts, prefixes):
             if len(ids) + (0 if prefix is None else prefix.shape[0]) + max_new_tokens > self.max_context:
@@ -185,10 +270,11 @@ class HFBackbone:
         pad = self.embed([self.tokenizer.pad_token_id])  # (1, d)
         x = torch.stack([torch.cat([pad.expand(T - r.shape[0], -1), r]) for r in rows])  # (B, T, d)
         mask = torch.tensor([[0] * (T - r.shape[0]) + [1] * r.shape[0] for r in rows], device=self.device)
+        extra = {} if position is None else {"position_ids": position}  # generate() extends them by one a token
         out = self.model.generate(
             inputs_embeds=x, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
             num_beams=1, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self._eos_ids,
-            temperature=None, top_p=None, top_k=None,
+            temperature=None, top_p=None, top_k=None, **extra,
         )  # (B, new): with inputs_embeds only the new tokens come back
         texts = [self.decode(o.tolist()).strip() for o in out]
         if self.tokenizer.chat_template:  # a chat model ends its turn with an end token
@@ -196,6 +282,23 @@ class HFBackbone:
         # A base model in the "Question: ... Answer:" frame runs on into the next question: its
         # answer is its first non-empty line (a leading line break is not an answer).
         return [t.split("\n")[0].strip() for t in texts]
+
+    def _positions(self, prompts: list[list[int]], prefixes: list[Tensor | None],
+                   times: list[list[float] | None]) -> Tensor:
+        """(B, T) fp64 times of the left-padded rows `[pad; prefix; prompt]`, as `generate_batch` lays them."""
+        if not self.takes_times:
+            raise InvalidInput(f"backbone {self.name!r} does not read token times (only SPCE backbones do)")
+        if len(times) != len(prompts):
+            raise InvalidInput(f"{len(prompts)} prompts but {len(times)} time lists")
+        rows = []
+        for ids, prefix, t in zip(prompts, prefixes, times):
+            t = torch.arange(len(ids), dtype=torch.float64) if t is None else torch.as_tensor(t, dtype=torch.float64)
+            if t.shape != (len(ids),) or not bool(torch.isfinite(t).all()) or bool((t.diff() < 0).any()):
+                raise InvalidInput(f"times must be {len(ids)} finite, non-decreasing numbers, one per prompt token")
+            L = 0 if prefix is None else prefix.shape[0]
+            rows.append(torch.cat([t[0] - torch.arange(L, 0, -1, dtype=torch.float64), t]))  # (L + T_i,)
+        T = max(len(r) for r in rows)
+        return torch.stack([torch.cat([r[:1].expand(T - len(r)), r]) for r in rows]).to(self.device)  # pads: masked
 
 
 def _eos_ids(model, tokenizer) -> list[int]:

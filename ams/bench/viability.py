@@ -53,6 +53,7 @@ class BenchConfig:
     batch_size: int = 8  # questions generated together
     retrieval_only: bool = False  # skip generation: recall, write and size metrics only
     store_config: dict | None = None  # a MemoryConfig as a dict for the stores the bench writes; None: defaults
+    weights: str | None = None  # trained channel weights for prefix and hybrid; None: the untrained channel
 
     def __post_init__(self) -> None:
         bad = [m for m in self.modes if m not in MODES]
@@ -147,7 +148,7 @@ def run(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
     for n, session in sessions.items():
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "bench.db"
-            with Memory.open(path, backbone=cfg.backbone, config=store_config) as mem:
+            with Memory.open(path, backbone=cfg.backbone, config=store_config, weights=cfg.weights) as mem:
                 t0 = time.perf_counter()
                 ids: list[str] = []
                 times = _fact_times(session)

@@ -10,15 +10,15 @@ checkpoints of weights and optimizer state as safetensors (nothing is pickled).
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from ...checkpoints import load_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -109,39 +109,6 @@ def _lr_at(step: int, cfg: LMTrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def save_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, history: dict) -> None:
-    """Weights, optimizer tensors (safetensors) and the step and history (JSON), written atomically."""
-    from safetensors.torch import save_file, save_model
-
-    tmp = out_dir / "checkpoint.tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(tmp / "model.safetensors"))
-    state = optimizer.state_dict()
-    tensors = {f"{i}.{k}": v.contiguous() for i, s in state["state"].items() for k, v in s.items()}
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"step": step, "history": history,
-                                                "param_groups": state["param_groups"]}))
-    final = out_dir / "checkpoint"
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-
-
-def load_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, dict]:
-    """Restore a checkpoint written by `save_checkpoint`; returns (step, history)."""
-    from safetensors.torch import load_file, load_model
-
-    ck = out_dir / "checkpoint"
-    load_model(model, str(ck / "model.safetensors"))
-    meta = json.loads((ck / "state.json").read_text())
-    tensors = load_file(str(ck / "optimizer.safetensors"))
-    state: dict[int, dict] = {}
-    for key, v in tensors.items():
-        i, k = key.split(".", 1)
-        state.setdefault(int(i), {})[k] = v
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    return meta["step"], meta["history"]
 
 
 def train_lm(model: nn.Module, train_tokens: Tensor, val_tokens: Tensor, cfg: LMTrainConfig, *,

@@ -1,0 +1,47 @@
+"""Resumable training checkpoints: weights and optimizer tensors as safetensors, the rest as JSON.
+
+Nothing is pickled. A checkpoint directory is written beside the final one and renamed over it, so
+a run killed while saving keeps its previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def save_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, history: dict) -> None:
+    """Weights, optimizer tensors (safetensors) and the step and history (JSON), written atomically."""
+    from safetensors.torch import save_file, save_model
+
+    tmp = out_dir / "checkpoint.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    state = optimizer.state_dict()
+    tensors = {f"{i}.{k}": v.contiguous() for i, s in state["state"].items() for k, v in s.items()}
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "history": history,
+                                                "param_groups": state["param_groups"]}))
+    final = out_dir / "checkpoint"
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+def load_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, dict]:
+    """Restore a checkpoint written by `save_checkpoint`; returns (step, history)."""
+    from safetensors.torch import load_file, load_model
+
+    ck = out_dir / "checkpoint"
+    load_model(model, str(ck / "model.safetensors"))
+    meta = json.loads((ck / "state.json").read_text())
+    tensors = load_file(str(ck / "optimizer.safetensors"))
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        i, k = key.split(".", 1)
+        state.setdefault(int(i), {})[k] = v
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return meta["step"], meta["history"]

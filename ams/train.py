@@ -1,0 +1,479 @@
+"""Training the memory channel: cross-bundle attention learns to carry facts into the prefix.
+
+What trains: the query heads, the per-bundle value maps, the slot lifts, the LayerNorm and the
+prefix scale (`CrossBundleAttention`). The backbone stays frozen; gradients reach the channel
+through it. The bundles' geometry and the stored fields are not trained, so a store written before
+training works with trained weights, and switching weights never re-encodes a memory.
+
+Data comes from the synthetic generator, `train` split only: per episode a fresh store (a real
+SQLite file) receives one user's facts through `Memory.write_many`, then each question is retrieved
+exactly as `Memory.generate` retrieves it, and what the channel would read (the question's points
+and hidden state, the top-k memories' directions and decoded fibers) is kept with the prompt each
+mode would show and the answer entity. Validation uses the `heldout` split (unseen templates,
+values and names).
+
+Losses:
+- answer NLL through the prefix: the target is the answer entity and the end of the turn (not a
+  sentence), in `prefix` mode (question only after the prefix) and `hybrid` mode (memory texts in
+  the prompt too), steps alternating between the modes;
+- a retrieval term (weight `retrieval_weight`): cross-entropy of the topic and context attention
+  over the k retrieved memories toward the gold one, the other k - 1 being hard negatives.
+
+    from ams.train import ChannelTrainConfig, train_channel
+    report = train_channel(ChannelTrainConfig(steps=600), out_dir="runs/channel")
+    # then: ams.Memory.open("alice.db", weights="runs/channel/channel.safetensors")
+
+The same loop runs on CPU, one GPU, or several under `accelerate launch`, with a progress bar,
+periodic validation (NLL and greedy hit-rate), PNG curves and resumable safetensors checkpoints.
+Glossary: B batch, K retrieved memories, L prefix slots, T tokens, A answer tokens, d width.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .attention import save_channel
+from .bundles import BUNDLES
+from .checkpoints import load_checkpoint, save_checkpoint
+from .errors import InvalidInput
+
+MODES = ("prefix", "hybrid")
+ANSWER_ATTENTION = ("topic", "context")  # bundles whose attention the retrieval term trains
+
+
+@dataclass
+class ChannelTrainConfig:
+    """Args:
+        backbone: the frozen backbone the channel is trained for (its identity goes in the weights).
+        salient_tokens: tokens of each retrieved memory's salient words given to the prefix (0:
+            pooled slots only); saved with the weights, which a store then uses.
+        train_episodes: synthetic users (fresh stores) of the train split.
+        val_episodes: synthetic users of the held-out split.
+        facts: facts per episode, cycled over the episodes.
+        queries: questions per episode.
+        k: memories retrieved per question, as at answer time.
+        modes: injection modes trained, alternating by step.
+        steps, batch_size, lr, warmup, weight_decay, grad_clip: the optimiser; cosine decay after warm-up.
+        retrieval_weight: weight of the attention-toward-gold term (0 leaves it out).
+        eval_every: steps between validations (and at the start and the end).
+        eval_answers: held-out questions answered greedily per mode at each validation.
+        max_new_tokens: tokens generated when validating answers.
+        checkpoint_every: steps between checkpoints.
+        seed: seeds the episodes, the initial weights' noise and the batch order.
+    """
+
+    backbone: str = "smollm2-135m-instruct"
+    salient_tokens: int = 8
+    train_episodes: int = 40
+    val_episodes: int = 6
+    facts: tuple[int, ...] = (20, 50)
+    queries: int = 20
+    k: int = 3
+    modes: tuple[str, ...] = MODES
+    steps: int = 400
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup: int = 30
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    retrieval_weight: float = 1.0
+    eval_every: int = 100
+    eval_answers: int = 40
+    max_new_tokens: int = 30
+    checkpoint_every: int = 100
+    seed: int = 0
+    min_lr_ratio: float = 0.1
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.modes if m not in MODES]
+        if bad or not self.modes:
+            raise InvalidInput(f"modes must be a non-empty subset of {MODES}, got {list(self.modes)}")
+        for name in ("train_episodes", "val_episodes", "queries", "k", "steps", "batch_size", "eval_every",
+                     "checkpoint_every", "max_new_tokens"):
+            if int(getattr(self, name)) < 1:
+                raise InvalidInput(f"{name} must be at least 1")
+        if not self.facts or any(not 10 <= n <= 10_000 for n in self.facts):
+            raise InvalidInput("facts per episode must lie between 10 and 10,000")
+        if not 0 <= self.salient_tokens <= 64:
+            raise InvalidInput("salient_tokens must lie between 0 and 64")
+        if self.lr <= 0 or self.retrieval_weight < 0:
+            raise InvalidInput("lr must be positive and retrieval_weight non-negative")
+        self.facts, self.modes = tuple(self.facts), tuple(self.modes)
+
+
+@dataclass
+class Example:
+    """One question as the channel sees it at answer time (unbatched tensors)."""
+
+    query: str
+    inputs: dict[str, Any]  # q_base {b: (d_base,)}, q_hidden (d,), dirn {b: (K, d_base)}, fiber {b: (K, d_fiber)},
+    #                         token_ids (S,): see `Memory._prefix_inputs`
+    prompts: dict[str, list[int]]  # mode -> prompt ids
+    answer: list[int]  # answer entity and end of turn
+    gold: int  # index of the gold memory among the K retrieved, -1 when retrieval missed it
+    keywords: list[str] = field(default_factory=list)
+    forbidden: list[str] = field(default_factory=list)
+
+
+def build_examples(backbone: str, split: str, episodes: int, *, facts: tuple[int, ...], queries: int, k: int,
+                   seed: int, salient_tokens: int = 8, progress: Callable[[int], None] | None = None) -> list[Example]:
+    """Write synthetic episodes of `split` to fresh stores and record each question's channel inputs.
+
+    Args:
+        backbone: backbone name, as for `Memory.open`.
+        split: "train" or "heldout".
+        episodes: synthetic users; episode e has `facts[e % len(facts)]` facts and seed `seed * 100003 + e`.
+        queries: questions per episode.
+        k: memories retrieved per question.
+        salient_tokens: salient-word tokens per retrieved memory in the prefix inputs.
+        progress: called with the number of facts and questions done, as they are.
+    """
+    from .bench.synthetic import generate_session
+    from .bench.viability import ASK_AFTER_S, _fact_times
+    from .memory import Memory
+
+    out: list[Example] = []
+    for e in range(episodes):
+        session = generate_session(facts[e % len(facts)], seed=seed * 100_003 + e, split=split, n_queries=queries)
+        with tempfile.TemporaryDirectory() as tmp, Memory.open(Path(tmp) / "episode.db", backbone=backbone,
+                                                                config=_config(salient_tokens)) as mem:
+            times = _fact_times(session)
+            ids = mem.write_many([{"text": f.text, "ts": t, "session": f.session}
+                                  for f, t in zip(session.facts, times)])
+            if progress:
+                progress(len(ids))
+            memory_of = {f.id: m for f, m in zip(session.facts, ids)}
+            now = max(times) + ASK_AFTER_S
+            for q in session.queries:
+                gold_ids = {memory_of[f] for f in q.fact_ids if f in memory_of}
+                if not q.keywords or not gold_ids:
+                    continue
+                out.append(_example(mem, q, gold_ids, k, now))
+            if progress:
+                progress(len(session.queries))
+    return out
+
+
+def _example(mem, q, gold_ids: set[str], k: int, now: float) -> Example:
+    """The channel's view of one question, through the same retrieval and prompt as `generate`."""
+    plan = mem._plan(q.text, "hybrid", k, 30, None, None, now)
+    points = mem._query_points(q.text, None, now)
+    rows = plan.rows
+    gold = next((i for i, r in enumerate(rows) if mem._ids[r] in gold_ids), -1)
+    bb = mem.backbone
+    return Example(
+        query=q.text, inputs=mem._prefix_inputs(q.text, points, rows, now),
+        prompts={"prefix": bb.chat_ids(q.text, system=mem.config.system_prompt), "hybrid": plan.ids},
+        answer=bb.answer_ids(q.keywords[0]), gold=gold, keywords=list(q.keywords), forbidden=list(q.forbidden),
+    )
+
+
+def save_examples(examples: list[Example], path: str | Path) -> None:
+    """Examples to one safetensors file: tensors as tensors, the rest as JSON in its metadata."""
+    from safetensors.torch import save_file
+
+    tensors, rows = {}, []
+    for i, ex in enumerate(examples):
+        for key, v in ex.inputs.items():
+            for b, t in (v.items() if isinstance(v, dict) else [("", v)]):
+                tensors[f"{i}.{key}.{b}"] = t.contiguous()
+        rows.append({"query": ex.query, "prompts": ex.prompts, "answer": ex.answer, "gold": ex.gold,
+                     "keywords": ex.keywords, "forbidden": ex.forbidden})
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "ams-channel-examples/1", "examples": json.dumps(rows)})
+    tmp.replace(path)
+
+
+def load_examples(path: str | Path) -> list[Example]:
+    """Examples written by `save_examples`.
+
+    Raises:
+        InvalidInput: the file is not an examples file.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != "ams-channel-examples/1":
+                raise ValueError(f"format {meta.get('format')!r}")
+            rows = json.loads(meta["examples"])
+            inputs: list[dict[str, Any]] = [{} for _ in rows]
+            for name in f.keys():
+                i, key, b = name.split(".", 2)
+                t = f.get_tensor(name)
+                if b:
+                    inputs[int(i)].setdefault(key, {})[b] = t
+                else:
+                    inputs[int(i)][key] = t
+    except Exception as e:
+        raise InvalidInput(f"{path} is not a file of channel training examples: {e}") from e
+    return [Example(inputs=x, **r) for x, r in zip(inputs, rows)]
+
+
+def collate(examples: list[Example]) -> dict[str, Any]:
+    """Stack channel inputs, padding the K retrieved memories (mask False on padding)."""
+    K = max(len(ex.inputs["dirn"]["topic"]) for ex in examples)
+
+    def pad(t: Tensor) -> Tensor:  # (K_i, ...) -> (K, ...)
+        return torch.cat([t, t.new_zeros((K - len(t), *t.shape[1:]))])
+
+    return {
+        "q_base": {b: torch.stack([ex.inputs["q_base"][b] for ex in examples]) for b in BUNDLES},
+        "q_hidden": torch.stack([ex.inputs["q_hidden"] for ex in examples]),
+        "dirn": {b: torch.stack([pad(ex.inputs["dirn"][b]) for ex in examples]) for b in BUNDLES},
+        "fiber": {b: torch.stack([pad(ex.inputs["fiber"][b]) for ex in examples]) for b in BUNDLES},
+        "mask": torch.tensor([[i < len(ex.inputs["dirn"]["topic"]) for i in range(K)] for ex in examples]),
+    }
+
+
+def prefixes(channel, bb, examples: list[Example]) -> tuple[list[Tensor], dict[str, Tensor]]:
+    """Each question's prefix (S_i + L, d), salient-token padding dropped, and the attention weights."""
+    batch = collate(examples)
+    ids = [ex.inputs["token_ids"] for ex in examples]
+    S = max(len(i) for i in ids)
+    tokens = None
+    if S:
+        emb = bb.model.get_input_embeddings()
+        padded = torch.stack([torch.cat([i, i.new_zeros(S - len(i))]) for i in ids]).to(emb.weight.device)
+        tokens = emb(padded)  # (B, S, d)
+    prefix, weights = channel(batch["q_base"], batch["q_hidden"], batch["dirn"], batch["fiber"], batch["mask"],
+                              tokens=tokens)
+    return [torch.cat([p[: len(i)], p[S:]]) for i, p in zip(ids, prefix)], weights
+
+
+def channel_loss(channel, bb, examples: list[Example], mode: str, *, retrieval_weight: float) -> dict[str, Tensor]:
+    """Answer NLL through the prefix (mean over answer tokens, then questions), and the retrieval term.
+
+    Each row is `[pad; prefix; prompt; answer]`, left-padded, positions following the mask, so the
+    answer tokens are the last ones of every row and only their logits are computed.
+    """
+    prefix, weights = prefixes(channel, bb, examples)
+    emb = bb.model.get_input_embeddings()
+    device = emb.weight.device
+    rows = []
+    for ex, p in zip(examples, prefix):
+        ids = torch.tensor(ex.prompts[mode] + ex.answer, device=device)
+        rows.append(torch.cat([p.to(emb.weight.dtype), emb(ids)]))  # (L + T_i, d)
+    T, A = max(len(r) for r in rows), max(len(ex.answer) for ex in examples)
+    pad = emb(torch.tensor([bb.tokenizer.pad_token_id], device=device))  # (1, d)
+    x = torch.stack([torch.cat([pad.expand(T - len(r), -1), r]) for r in rows])  # (B, T, d)
+    mask = torch.stack([torch.arange(T, device=device) >= T - len(r) for r in rows]).long()  # (B, T)
+    pos = (mask.cumsum(-1) - 1).clamp_min(0)
+    logits = bb.model(inputs_embeds=x, attention_mask=mask, position_ids=pos, logits_to_keep=A + 1).logits
+    logp = logits[:, :-1].float().log_softmax(-1)  # (B, A, V): position j predicts token T - A + j
+    nll = []
+    for i, ex in enumerate(examples):
+        a = len(ex.answer)
+        target = torch.tensor(ex.answer, device=device)
+        nll.append(-logp[i, A - a :].gather(-1, target[:, None]).mean())
+    out = {"answer": torch.stack(nll).mean()}
+    gold = torch.tensor([ex.gold for ex in examples], device=device)
+    has = gold >= 0
+    if retrieval_weight > 0 and bool(has.any()):
+        terms = [-(weights[b][has].gather(-1, gold[has][:, None]).clamp_min(1e-9).log()).mean()
+                 for b in ANSWER_ATTENTION]
+        out["retrieval"] = torch.stack(terms).mean()
+    out["total"] = out["answer"] + retrieval_weight * out.get("retrieval", torch.zeros((), device=device))
+    return out
+
+
+@torch.no_grad()
+def answer_hits(channel, bb, examples: list[Example], mode: str, *, max_new_tokens: int,
+                batch_size: int = 8) -> tuple[float, list[dict]]:
+    """Greedy answers with the channel's prefix, scored by the benchmark's hit rule."""
+    from .session import is_hit
+
+    answers = []
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i : i + batch_size]
+        prefix, _ = prefixes(channel, bb, chunk)
+        texts = bb.generate_batch([ex.prompts[mode] for ex in chunk], prefixes=prefix,
+                                  max_new_tokens=max_new_tokens)
+        answers += [{"query": ex.query, "answer": t, "hit": is_hit(t, ex.keywords, ex.forbidden)}
+                    for ex, t in zip(chunk, texts)]
+    return sum(a["hit"] for a in answers) / max(1, len(answers)), answers
+
+
+@torch.no_grad()
+def validate(channel, bb, examples: list[Example], cfg: ChannelTrainConfig) -> dict[str, float]:
+    """Held-out NLL per mode (and the retrieval term), and greedy hit-rate on the first `eval_answers`."""
+    was = channel.training
+    channel.eval()
+    out: dict[str, float] = {}
+    for mode in cfg.modes:
+        losses = [channel_loss(channel, bb, examples[i : i + cfg.batch_size], mode, retrieval_weight=1.0)
+                  for i in range(0, len(examples), cfg.batch_size)]
+        out[f"{mode}_nll"] = float(torch.stack([x["answer"] for x in losses]).mean())
+        if any("retrieval" in x for x in losses):
+            out["retrieval"] = float(torch.stack([x["retrieval"] for x in losses if "retrieval" in x]).mean())
+        out[f"{mode}_hit"], _ = answer_hits(channel, bb, examples[: cfg.eval_answers], mode,
+                                            max_new_tokens=cfg.max_new_tokens)
+    channel.train(was)
+    return out
+
+
+def _lr_at(step: int, cfg: ChannelTrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: bool = True,
+                  data: tuple[list[Example], list[Example]] | None = None, stop_at: int | None = None) -> dict:
+    """Train the channel; write `channel.safetensors`, `history.json` and `curves.png` to `out_dir`.
+
+    Args:
+        cfg: the recipe.
+        out_dir: output directory; a run with a checkpoint there resumes from it. The built
+            examples are kept there too (`examples-*.safetensors`) and reused by a later run;
+            copy them into a new directory to train another recipe on the same questions.
+        progress: progress bars.
+        data: (train, validation) examples already built (by `build_examples`); built when None.
+        stop_at: stop after this step with a checkpoint (the schedule still spans `cfg.steps`).
+
+    Returns:
+        The history: per step the losses, per validation the held-out metrics, and the config.
+    """
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    from .memory import Memory
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    cached = out / "examples-train.safetensors", out / "examples-val.safetensors"
+    if data is None and all(p.is_file() for p in cached):  # a resumed run, or the same data again
+        data = load_examples(cached[0]), load_examples(cached[1])
+    if data is None:
+        data = _build_data(cfg, progress=progress and acc.is_main_process)
+        if acc.is_main_process:
+            save_examples(data[0], cached[0])
+            save_examples(data[1], cached[1])
+    train, val = data
+    if not train or not val:
+        raise InvalidInput("no training or validation questions were built")
+    with Memory.open(":memory:", backbone=cfg.backbone, config=_config(cfg.salient_tokens)) as probe:  # as Memory builds it
+        bb, channel = probe.backbone, probe.attention
+    torch.manual_seed(cfg.seed)
+    channel.train()
+    optimizer = torch.optim.AdamW(channel.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history: dict = {"config": _jsonable(asdict(cfg)), "step": [], "loss": [], "answer": [], "retrieval": [],
+                     "val": [], "examples": {"train": len(train), "val": len(val),
+                                             "train_gold_retrieved": sum(ex.gold >= 0 for ex in train) / len(train),
+                                             "val_gold_retrieved": sum(ex.gold >= 0 for ex in val) / len(val)}}
+    start = 0
+    if (out / "checkpoint" / "state.json").is_file():
+        start, history = load_checkpoint(out, channel, optimizer)
+    channel, optimizer = acc.prepare(channel, optimizer)
+    end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+    if start == 0:
+        history["val"].append({"step": 0, **validate(acc.unwrap_model(channel), bb, val, cfg)})
+        if progress and acc.is_main_process:
+            print(_val_line(history["val"][-1]), flush=True)
+    bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not progress or not acc.is_main_process,
+               desc="train channel", unit="step")
+    for step in bar:
+        for g in optimizer.param_groups:
+            g["lr"] = _lr_at(step, cfg)
+        mode = cfg.modes[step % len(cfg.modes)]
+        order = random.Random(f"{cfg.seed}:{step // max(1, len(train) // cfg.batch_size)}").sample(
+            range(len(train)), len(train))  # a fresh permutation per epoch, seeded: resumes draw the same
+        at = (step % max(1, len(train) // cfg.batch_size)) * cfg.batch_size
+        batch = [train[i] for i in order[at : at + cfg.batch_size]]
+        losses = channel_loss(channel, bb, batch, mode, retrieval_weight=cfg.retrieval_weight)
+        acc.backward(losses["total"])
+        acc.clip_grad_norm_(channel.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        history["step"].append(done)
+        history["loss"].append(losses["total"].item())
+        history["answer"].append(losses["answer"].item())
+        history["retrieval"].append(losses["retrieval"].item() if "retrieval" in losses else None)
+        bar.set_postfix(mode=mode, nll=f"{losses['answer'].item():.3f}")
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            row = {"step": done, **validate(acc.unwrap_model(channel), bb, val, cfg)}
+            history["val"].append(row)
+            bar.write(_val_line(row))
+        if acc.is_main_process and (done % cfg.checkpoint_every == 0 or done == end):
+            save_checkpoint(out, acc.unwrap_model(channel), optimizer, done, history)
+    if acc.is_main_process:
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+        plot_history(history, out / "curves.png")
+        if end == cfg.steps:
+            save_channel(acc.unwrap_model(channel), bb, out / "channel.safetensors", salient_tokens=cfg.salient_tokens,
+                         recipe=history["config"])
+    return history
+
+
+def _val_line(row: dict) -> str:
+    return f"step {row['step']}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "step")
+
+
+def _build_data(cfg: ChannelTrainConfig, *, progress: bool) -> tuple[list[Example], list[Example]]:
+    from tqdm.auto import tqdm
+
+    total = sum(cfg.facts[e % len(cfg.facts)] + cfg.queries for e in range(cfg.train_episodes)) + sum(
+        cfg.facts[e % len(cfg.facts)] + cfg.queries for e in range(cfg.val_episodes))
+    with tqdm(total=total, disable=not progress, desc="episodes", unit="item") as bar:
+        common = dict(facts=cfg.facts, queries=cfg.queries, k=cfg.k, seed=cfg.seed, salient_tokens=cfg.salient_tokens,
+                      progress=bar.update)
+        train = build_examples(cfg.backbone, "train", cfg.train_episodes, **common)
+        val = build_examples(cfg.backbone, "heldout", cfg.val_episodes, **common)
+    return train, val
+
+
+def _config(salient_tokens: int):
+    from .config import MemoryConfig, PrefixConfig
+
+    return MemoryConfig(prefix=PrefixConfig(salient_tokens=salient_tokens))
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def plot_history(history: dict, path: str | Path) -> None:
+    """Training NLL (smoothed), held-out NLL and held-out hit-rate per mode, one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    loss = torch.tensor(history["answer"] or [float("nan")])
+    k = max(1, len(loss) // 30)
+    smooth = loss.unfold(0, k, 1).mean(1) if len(loss) >= k else loss
+    ax.plot(history["step"][k - 1 :] or [0], smooth.tolist(), color="0.6", lw=1, label="train answer NLL")
+    val = history["val"]
+    modes = history["config"]["modes"]
+    for i, mode in enumerate(modes):
+        ax.plot([v["step"] for v in val], [v[f"{mode}_nll"] for v in val], "o-", color=f"C{i}", label=f"{mode} held-out NLL")
+        bx.plot([v["step"] for v in val], [v[f"{mode}_hit"] for v in val], "o-", color=f"C{i}", label=mode)
+    ax.set_xlabel("step")
+    ax.set_ylabel("nats / answer token")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    bx.set_xlabel("step")
+    bx.set_ylabel("held-out hit-rate (greedy)")
+    bx.set_ylim(0, 1)
+    bx.grid(alpha=0.3)
+    bx.legend()
+    fig.suptitle("memory channel training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

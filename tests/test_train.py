@@ -1,0 +1,192 @@
+"""Training the memory channel: data from real stores, losses that reach the channel, resumable runs,
+weights that a store opens and remembers."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import ams
+from ams.attention import save_channel
+from ams.errors import InvalidInput, StoreMismatch
+from ams.train import ChannelTrainConfig, build_examples, channel_loss, train_channel
+
+
+@pytest.fixture(scope="module")
+def data(tiny_backbone_dir):
+    common = dict(facts=(10,), queries=6, k=3, seed=0)
+    return (build_examples(tiny_backbone_dir, "train", 2, **common),
+            build_examples(tiny_backbone_dir, "heldout", 1, **common))
+
+
+def test_examples_are_what_generate_sees(data, tiny_backbone_dir):
+    train, val = data
+    assert len(train) >= 8 and len(val) >= 4
+    with ams.Memory.open(":memory:", backbone=tiny_backbone_dir) as mem:
+        bb = mem.backbone
+        for ex in train + val:
+            K = len(ex.inputs["dirn"]["topic"])
+            assert 1 <= K <= 3 and -1 <= ex.gold < K
+            assert ex.prompts["prefix"] == bb.chat_ids(ex.query)
+            assert bb.decode(ex.prompts["hybrid"]).count(ex.query) == 1 and len(ex.prompts["hybrid"]) > len(ex.prompts["prefix"])
+            assert ex.answer[-1] == bb.tokenizer.eos_token_id and bb.decode(ex.answer[:-1]) == ex.keywords[0]
+            assert {ex.inputs["fiber"][b].shape[0] for b in ("temporal", "topic", "context")} == {K}
+    # the two splits share no answer
+    assert not {ex.keywords[0] for ex in train} & {ex.keywords[0] for ex in val}
+    assert sum(ex.gold >= 0 for ex in train) > len(train) / 2
+
+
+def test_the_loss_trains_the_channel_and_not_the_backbone(data, tiny_backbone_dir):
+    train, _ = data
+    with ams.Memory.open(":memory:", backbone=tiny_backbone_dir) as mem:
+        channel, bb = mem.attention.train(), mem.backbone
+        opt = torch.optim.Adam(channel.parameters(), lr=1e-2)
+        batch = train[:8]
+        first = None
+        for _ in range(25):
+            losses = channel_loss(channel, bb, batch, "prefix", retrieval_weight=0.1)
+            losses["total"].backward()
+            assert channel.lifts.grad is not None and channel.lifts.grad.abs().sum() > 0
+            assert all(p.grad is None for p in bb.model.parameters())
+            opt.step()
+            opt.zero_grad()
+            first = first if first is not None else losses["answer"].item()
+        # a random 2-layer model's logits are nearly uniform (NLL ~ ln V = 10.8); the prefix still moves them
+        assert losses["answer"].item() < first - 0.1
+        assert set(losses) == {"answer", "retrieval", "total"}
+
+
+def test_training_runs_resumes_and_writes_its_outputs(data, tiny_backbone_dir, tmp_path):
+    cfg = ChannelTrainConfig(backbone=tiny_backbone_dir, steps=6, batch_size=4, eval_every=3, checkpoint_every=3,
+                             eval_answers=4, max_new_tokens=4, lr=3e-3, warmup=2)
+    full = train_channel(cfg, out_dir=tmp_path / "full", progress=False, data=data)
+    assert (tmp_path / "full" / "channel.safetensors").is_file() and (tmp_path / "full" / "curves.png").is_file()
+    assert [v["step"] for v in full["val"]] == [0, 3, 6]
+    assert {"prefix_nll", "hybrid_nll", "prefix_hit", "hybrid_hit"} <= set(full["val"][-1])
+    assert json.loads((tmp_path / "full" / "history.json").read_text())["loss"] == full["loss"]
+    # killed after step 3, resumed: the same losses
+    part = train_channel(cfg, out_dir=tmp_path / "resumed", progress=False, data=data, stop_at=3)
+    assert len(part["loss"]) == 3 and not (tmp_path / "resumed" / "channel.safetensors").exists()
+    resumed = train_channel(cfg, out_dir=tmp_path / "resumed", progress=False, data=data)
+    assert resumed["loss"] == pytest.approx(full["loss"], rel=1e-5)
+
+
+def test_bad_recipes_are_refused():
+    with pytest.raises(InvalidInput):
+        ChannelTrainConfig(modes=("text",))
+    with pytest.raises(InvalidInput):
+        ChannelTrainConfig(facts=(5,))
+    with pytest.raises(InvalidInput):
+        ChannelTrainConfig(steps=0)
+
+
+def _trained_weights(tiny_backbone_dir, path):
+    with ams.Memory.open(":memory:", backbone=tiny_backbone_dir) as mem:
+        with torch.no_grad():
+            mem.attention.lifts.mul_(-1.0)  # any change the untrained channel would not have
+        save_channel(mem.attention, mem.backbone, path, salient_tokens=8)
+
+
+def test_a_store_opens_with_weights_and_remembers_them(tiny_backbone_dir, other_backbone_dir, tmp_path):
+    weights = tmp_path / "channel.safetensors"
+    _trained_weights(tiny_backbone_dir, weights)
+    db = tmp_path / "alice.db"
+    with ams.Memory.open(db, backbone=tiny_backbone_dir) as mem:
+        mem.write("I adopted a beagle named Waffles.")
+        untrained = mem.attention.lifts.detach().clone()
+        assert mem.weights is None
+    with ams.Memory.open(db, backbone=tiny_backbone_dir, weights=weights) as mem:
+        torch.testing.assert_close(mem.attention.lifts, -untrained)
+        assert mem.weights == str(weights.resolve())
+        g = mem.generate("What is my dog called?", mode="prefix", max_new_tokens=4)
+        assert mem.config.prefix.salient_tokens == 0  # the store's own setting; the weights bring 8
+        salient = mem.backbone.salient_ids(["I adopted a beagle named Waffles."], 8)[0]
+        assert g.prefix_slots == len(salient) + mem.config.prefix.slots
+    with ams.Memory.open(db, backbone=tiny_backbone_dir) as mem:  # remembered
+        torch.testing.assert_close(mem.attention.lifts, -untrained)
+    # weights of another backbone, and a file that is not weights: typed errors, store unchanged
+    other = tmp_path / "other.safetensors"
+    with ams.Memory.open(":memory:", backbone=other_backbone_dir) as mem:
+        save_channel(mem.attention, mem.backbone, other)
+    with pytest.raises(StoreMismatch, match="trained for backbone"):
+        ams.Memory.open(db, backbone=tiny_backbone_dir, weights=other)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(InvalidInput):
+        ams.Memory.open(db, backbone=tiny_backbone_dir, weights=junk)
+    with pytest.raises(InvalidInput):
+        ams.Memory.open(db, backbone=tiny_backbone_dir, weights=tmp_path / "missing.safetensors")
+    with ams.Memory.open(db, backbone=tiny_backbone_dir) as mem:
+        assert mem.weights == str(weights.resolve()) and len(mem) == 1
+    # the recorded file changes, then goes: the store says so instead of answering with other weights
+    moved = tmp_path / "kept.safetensors"
+    shutil.copy(weights, moved)
+    _trained_weights(tiny_backbone_dir, weights)
+    with ams.Memory.open(":memory:", backbone=tiny_backbone_dir) as mem:
+        with torch.no_grad():
+            mem.attention.scale.mul_(2.0)
+        save_channel(mem.attention, mem.backbone, weights)
+    with pytest.raises(StoreMismatch, match="changed"):
+        ams.Memory.open(db, backbone=tiny_backbone_dir)
+    weights.unlink()
+    with pytest.raises(StoreMismatch, match="cannot be read"):
+        ams.Memory.open(db, backbone=tiny_backbone_dir)
+    with ams.Memory.open(db, backbone=tiny_backbone_dir, weights=moved) as mem:  # choosing again works
+        assert mem.weights == str(moved.resolve())
+
+
+def test_the_train_command(tiny_backbone_dir, tmp_path, capsys):
+    from ams.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--backbone", tiny_backbone_dir, "--episodes", "1", "--val-episodes", "1",
+                 "--facts", "10", "--queries", "4", "--steps", "2", "--batch-size", "2", "--eval-every", "1",
+                 "--eval-answers", "2", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "prefix: held-out NLL" in printed and "hybrid: held-out NLL" in printed
+    with ams.Memory.open(tmp_path / "s.db", backbone=tiny_backbone_dir, weights=out / "channel.safetensors") as mem:
+        assert mem.weights == str((out / "channel.safetensors").resolve())
+    assert main(["train", "--out", str(out), "--backbone", tiny_backbone_dir, "--modes", "text", "--quiet"]) == 2
+
+
+def test_salient_ids_are_whole_words_in_text_order(tiny_backbone_dir):
+    with ams.Memory.open(":memory:", backbone=tiny_backbone_dir) as mem:
+        bb = mem.backbone
+        text = "My sister-in-law adopted a beagle named Waffles, in Zürich!"
+        ids = bb.tokenize(text)
+        pieces = [bb.tokenizer.decode([t]) for t in ids]
+        alnum = [any(c.isalnum() for c in p) for p in pieces]
+        # everything fits: every token of a word, no punctuation
+        assert bb.salient_ids([text], 64)[0] == [t for t, a in zip(ids, alnum) if a]
+        for m in (1, 3, 6):
+            got = bb.salient_ids([text], m)[0]
+            assert 0 < len(got) <= m
+            positions, at = [], 0
+            for t in got:  # a subsequence of the text's tokens
+                at = ids.index(t, at)
+                positions.append(at)
+                at += 1
+            chosen = set(positions)
+            for i in positions:  # a token inside a word comes with the token before it
+                inside = i > 0 and alnum[i] and alnum[i - 1] and not pieces[i][:1].isspace()
+                assert not inside or i - 1 in chosen
+        assert bb.salient_ids(["", "ok"], 4)[0] == []
+
+
+def test_examples_round_trip_through_safetensors(data, tmp_path):
+    from ams.train import load_examples, save_examples
+
+    train, _ = data
+    save_examples(train, tmp_path / "ex.safetensors")
+    back = load_examples(tmp_path / "ex.safetensors")
+    assert len(back) == len(train)
+    for a, b in zip(train, back):
+        assert (a.query, a.prompts, a.answer, a.gold, a.keywords, a.forbidden) == \
+               (b.query, b.prompts, b.answer, b.gold, b.keywords, b.forbidden)
+        for key, v in a.inputs.items():
+            for k, t in (v.items() if isinstance(v, dict) else [("", v)]):
+                assert torch.equal(t, b.inputs[key][k] if k else b.inputs[key])
+    (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(InvalidInput):
+        load_examples(tmp_path / "bad.safetensors")

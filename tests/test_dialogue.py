@@ -134,16 +134,17 @@ class TestAnswerContext:
         with ams.Memory.open(store_path, backbone=tiny_backbone_dir) as mem:
             ids = mem.add_messages(CHAT)
             rows = [mem._row_of[ids[3]], mem._row_of[ids[2]]]
-            (block, dialogue), = mem._blocks(rows)  # the second turn is inside the first one's window
+            (block, dialogue, ts), = mem._blocks(rows)  # the second turn is inside the first one's window
+            assert ts == mem.get(ids[3]).ts  # the window has the retrieved turn's time
             assert dialogue and block.split("\n  ") == [
                 "Ben: no way! what did you name the puppy?", "Ana: we went with Mochi in the end",
                 "Ben: cute. my cat Pixel will not be pleased"]
         one = ams.MemoryConfig().model_copy(update={"retrieval": ams.MemoryConfig().retrieval.model_copy(
             update={"neighbour_turns": 0})})
         with ams.Memory.open(store_path, backbone=tiny_backbone_dir, config=one) as mem:
-            assert mem._blocks([mem._row_of[ids[3]]]) == [("Ana: we went with Mochi in the end", True)]
-            mem.write("A plain fact.")
-            assert mem._blocks([len(ids)]) == [("A plain fact.", False)]
+            assert [b[:2] for b in mem._blocks([mem._row_of[ids[3]]])] == [("Ana: we went with Mochi in the end", True)]
+            fact = mem.write("A plain fact.", ts=1_767_225_600)
+            assert mem._blocks([len(ids)]) == [("A plain fact.", False, 1_767_225_600)] and mem.get(fact).ts == 1_767_225_600
 
     def test_generate_answers_from_a_transcript(self, fresh_store):
         fresh_store.add_messages(CHAT)

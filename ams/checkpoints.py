@@ -1,4 +1,5 @@
-"""Resumable training checkpoints: weights and optimizer tensors as safetensors, the rest as JSON.
+"""What every training loop here shares: resumable checkpoints (weights and optimizer tensors as
+safetensors, the rest as JSON) and the learning-rate schedule.
 
 Nothing is pickled. A checkpoint directory is written beside the final one and renamed over it, so
 a run killed while saving keeps its previous checkpoint.
@@ -7,6 +8,7 @@ a run killed while saving keeps its previous checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -45,3 +47,12 @@ def load_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Opti
         state.setdefault(int(i), {})[k] = v
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     return meta["step"], meta["history"]
+
+
+def lr_at(step: int, cfg) -> float:
+    """Linear warm-up over `cfg.warmup` steps, then cosine decay from `cfg.lr` to `cfg.lr * cfg.min_lr_ratio`
+    at `cfg.steps`."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))

@@ -31,7 +31,6 @@ Glossary: B batch, K retrieved memories, L prefix slots, T tokens, A answer toke
 from __future__ import annotations
 
 import json
-import math
 import random
 import tempfile
 from collections.abc import Callable
@@ -44,7 +43,7 @@ from torch import Tensor
 
 from .attention import save_channel
 from .bundles import BUNDLES
-from .checkpoints import load_checkpoint, save_checkpoint
+from .checkpoints import load_checkpoint, lr_at, save_checkpoint
 from .errors import InvalidInput
 
 MODES = ("prefix", "hybrid")
@@ -324,13 +323,6 @@ def validate(channel, bb, examples: list[Example], cfg: ChannelTrainConfig) -> d
     return out
 
 
-def _lr_at(step: int, cfg: ChannelTrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: bool = True,
                   data: tuple[list[Example], list[Example]] | None = None, stop_at: int | None = None) -> dict:
     """Train the channel; write `channel.safetensors`, `history.json` and `curves.png` to `out_dir`.
@@ -388,7 +380,7 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
                desc="train channel", unit="step")
     for step in bar:
         for g in optimizer.param_groups:
-            g["lr"] = _lr_at(step, cfg)
+            g["lr"] = lr_at(step, cfg)
         mode = cfg.modes[step % len(cfg.modes)]
         order = random.Random(f"{cfg.seed}:{step // max(1, len(train) // cfg.batch_size)}").sample(
             range(len(train)), len(train))  # a fresh permutation per epoch, seeded: resumes draw the same

@@ -10,7 +10,6 @@ checkpoints of weights and optimizer state as safetensors (nothing is pickled).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ...checkpoints import load_checkpoint, save_checkpoint
+from ...checkpoints import load_checkpoint, lr_at, save_checkpoint
 
 
 @dataclass
@@ -104,13 +103,6 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _lr_at(step: int, cfg: LMTrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def train_lm(model: nn.Module, train_tokens: Tensor, val_tokens: Tensor, cfg: LMTrainConfig, *,
              out_dir: str | Path | None = None, progress: bool = True, val_skip: int = 0,
              stop_at: int | None = None) -> dict:
@@ -149,7 +141,7 @@ def train_lm(model: nn.Module, train_tokens: Tensor, val_tokens: Tensor, cfg: LM
                desc="train", unit="step")
     for step in bar:
         for g in optimizer.param_groups:
-            g["lr"] = _lr_at(step, cfg)
+            g["lr"] = lr_at(step, cfg)
         x = sample_batch(train_tokens, cfg.batch_size, cfg.seq_len, seed=rank_seed, step=step).to(acc.device)
         loss = model(x, labels=x).loss
         acc.backward(loss)

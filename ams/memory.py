@@ -250,7 +250,8 @@ class Memory:
             content = self._decoded(self.store.vectors(self.user_id, "content"), "content")
             context = self._decoded(self.store.vectors(self.user_id, "context"), "context")
         rc = self.config.retrieval
-        tree = dict(exact_below=rc.exact_below, branching=rc.branching, leaf_size=rc.leaf_size, beam=rc.beam)
+        tree = dict(exact_below=rc.exact_below, method=rc.index, rerank=rc.rerank, branching=rc.branching,
+                    leaf_size=rc.leaf_size, beam=rc.beam)
         self._index = {
             "temporal": BundleIndex(self.temporal.d_base, **tree),
             "topic": BundleIndex(self.topic.d_base, **tree),
@@ -259,8 +260,10 @@ class Memory:
         self._ids, self._row_of, self._by_session = [], {}, {}
         self._speaker_of: dict[str, int] = {}  # speaker -> small int id
         self._speaker = np.zeros(0, dtype=np.int32)  # (rows,) speaker id, -1 for none
-        self._words: list[frozenset[str]] = []  # each row's content words, for the informativeness prior
-        self._df: Counter[str] = Counter()  # live rows containing each word
+        # each row's content words and the live rows holding each word, for the informativeness
+        # prior of dialogue turns: built from the stored texts on first need (`_word_stats`)
+        self._words: list[frozenset[str]] | None = None
+        self._df: Counter[str] | None = None
         self._question = np.zeros(0, dtype=np.float32)  # (rows,) 1 for a memory that is a question
         self._flat: tuple | None = None  # (topic index, its version, live rows, FAISS index) of flat mode
         self._ts, self._access = np.zeros(0), np.zeros(0)
@@ -303,10 +306,11 @@ class Memory:
         spk = [-1 if r.get("speaker") is None else self._speaker_of.setdefault(r["speaker"], len(self._speaker_of))
                for r in rows]
         self._speaker = np.concatenate([self._speaker, np.array(spk, dtype=np.int32)])
-        words = [_words(r["text"]) for r in rows]
-        self._words += words
-        for w in words:
-            self._df.update(w)
+        if self._words is not None:
+            words = [_words(r["text"]) for r in rows]
+            self._words += words
+            for w in words:
+                self._df.update(w)
         self._question = np.concatenate([self._question, [float(_is_question(r["text"])) for r in rows]])
         self._access = np.concatenate([self._access, [float(r.get("access_count") or 0) for r in rows]])
         self._index["temporal"].add(self.temporal.encode(ts, now=0.0, access_count=np.zeros(len(ts))).dirn.numpy())
@@ -316,14 +320,16 @@ class Memory:
     def _forget_row(self, row: int) -> None:
         for index in self._index.values():
             index.remove(row)
-        self._df.subtract(self._words[row])
-        self._words[row] = frozenset()
+        if self._words is not None:
+            self._df.subtract(self._words[row])
+            self._words[row] = frozenset()
 
     def _set_text(self, row: int, text: str) -> None:
         """A row's text changed (an update): its words and question flag follow."""
-        self._df.subtract(self._words[row])
-        self._words[row] = _words(text)
-        self._df.update(self._words[row])
+        if self._words is not None:
+            self._df.subtract(self._words[row])
+            self._words[row] = _words(text)
+            self._df.update(self._words[row])
         self._question[row] = float(_is_question(text))
 
     @staticmethod
@@ -824,18 +830,20 @@ class Memory:
         if rc.lexical_weight > 0:
             lexical, propose = self._lexical(query, candidates, named)
             extra["lexical"] = (lexical, rc.lexical_weight)
+        # the channels below are scored on the candidate pool only: O(pool), not O(store)
         if self._speaker_of:
             ids = [self._speaker_of[sp] for sp in named]
-            extra["speaker"] = (np.isin(self._speaker, ids).astype(np.float32), rc.speaker_weight)
-        age_days = np.maximum(now - self._ts, 0.0) / 86400.0
-        extra["recency"] = (0.5 ** (age_days / self.config.temporal.recency_half_life_days), rc.recency_weight)
+            extra["speaker"] = (lambda rows: np.isin(self._speaker[rows], ids), rc.speaker_weight)
+        half_life = self.config.temporal.recency_half_life_days
+        extra["recency"] = (lambda rows: 0.5 ** (np.maximum(now - self._ts[rows], 0.0) / 86400.0 / half_life),
+                            rc.recency_weight)
         if self._speaker_of:  # channels for dialogue turns (memories with a speaker)
             extra["informative"] = (lambda rows: self._informative(rows) * (self._speaker[rows] >= 0),
                                     rc.informative_weight)
             context, q = self._index["context"], points["context"]
             extra["turn context"] = (lambda rows: context.scores(q, rows) * (self._speaker[rows] >= 0),
                                      rc.turn_context_weight)
-        extra["question"] = (-self._question, rc.question_penalty)
+        extra["question"] = (lambda rows: -self._question[rows], rc.question_penalty)
         fused, rows, per = fuse(self._index, points, weights, k=min(k, n), candidates=candidates,
                                 extra=extra, propose=propose)
         return rows.tolist(), fused, per
@@ -876,13 +884,29 @@ class Memory:
         talk ("the gym was packed today") does not. Applied to dialogue turns only: a memory
         written as a fact is one whatever its words, and near-duplicate facts would be ranked by
         their rarest word rather than by the question."""
+        words, df = self._word_stats()
         n = max(len(self._index["topic"]), 2)
         out = np.zeros(len(rows), dtype=np.float32)
         for i, r in enumerate(rows):
-            dfs = [self._df[w] for w in self._words[r]]
+            dfs = [df[w] for w in words[r]]
             if dfs:
                 out[i] = math.log(n / max(min(dfs), 1)) / math.log(n)
         return np.clip(out, 0.0, 1.0)
+
+    def _word_stats(self) -> tuple[list[frozenset[str]], Counter[str]]:
+        """Each row's content words and every word's count over live rows, read from the stored
+        texts the first time a dialogue question needs them (a fact store never does, and its
+        reopen skips the 10^5 regex passes). Call inside the transaction that synced the index."""
+        if self._words is None:
+            words = [frozenset()] * len(self._ids)
+            df: Counter[str] = Counter()
+            for r in self.store.memory_rows(self.user_id):
+                row = self._row_of.get(r["id"])
+                if row is not None and self._index["topic"].alive[row]:
+                    words[row] = _words(r["text"])
+                    df.update(words[row])
+            self._words, self._df = words, df
+        return self._words, self._df
 
     def _retrieve_flat(self, points: dict[str, np.ndarray], k: int) -> list[int]:
         topic = self._index["topic"]

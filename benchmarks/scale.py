@@ -8,9 +8,10 @@ generator's train-split facts (sessions of 10,000 facts, several seeds, one sess
 then measures (torch is set to one thread for the retrieval part; numpy's BLAS keeps its default,
 2 threads on this machine):
 - write throughput, memories/s, and the batches during which a codec set retrained;
-- retrieval: `fuse` over the three bundles' trees (what `search` runs, query embedding excluded)
-  against the same fusion scored exactly over every row, p50/p95 ms and recall@10, for the
-  generator's questions; end-to-end `Memory.search` p50 (query embedding included);
+- retrieval: `fuse` over the three bundles' indexes (what `search` runs, query embedding excluded)
+  against the same fusion scored exactly over every row, p50/p95 ms and recall@10 (rows tied with
+  the exact 10th count: duplicate memories have identical keys), for the generator's questions;
+  end-to-end `Memory.search` p50 (query embedding included);
 - bytes per memory: vector data by coded/raw, text, and the whole SQLite file;
 - reopen: `Memory.open` plus the first answered `search` (models already loaded in the process);
 - peak RSS of the process.
@@ -19,8 +20,13 @@ then measures (torch is set to one thread for the retrieval part; numpy's BLAS k
 (its sets then train on at least 4,096 vectors, and the first PQ version re-codes every earlier row):
 it measures that regime's bytes and recall at a size this CPU can encode.
 --index-only skips the store (encoding 10^5 memories with SmolLM2 takes over an hour on 2 cores)
-and measures the retrieval part alone on the real MiniLM vectors of N generated facts: the topic
-tree against FAISS exact search, p50/p95 and recall@10, and the tree's build time.
+and measures the retrieval part alone, on one thread, on the real MiniLM vectors of N generated
+facts: on the topic bundle, the coded scan (by rerank) and the direction tree (by beam) against
+FAISS exact search; then `fuse` over all three bundles with either first stage (context keys
+mixed over sessions as fact lists are, temporal phases of the write times) against the exact
+fusion; p50/p95, recall@10, build times. Run it as
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --n 100000 --index-only
+so numpy's BLAS also keeps to one thread (the MiniLM encoding is set back to every core).
 Results go to benchmarks/results/scale_<n>.json.
 """
 
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import tempfile
 import time
@@ -38,7 +45,7 @@ import torch
 
 import ams
 from ams.bench.synthetic import generate_session
-from ams.retrieval import DirectionTree, FlatIndex, fuse
+from ams.retrieval import FlatIndex, fuse
 
 
 def facts_and_questions(n: int) -> tuple[list[dict], list[str]]:
@@ -69,16 +76,17 @@ def retrieval(mem: ams.Memory, questions: list[str], now: float) -> dict:
         tree_s.append(time.perf_counter() - t)
         t = time.perf_counter()
         alive = np.flatnonzero(index["topic"].alive)
-        total = sum(w * (index[b].x[alive] @ p[b]) for b, w in weights.items())
-        exact = alive[np.argsort(-total, kind="stable")[:10]]
+        total = np.full(len(index["topic"].x), -np.inf, dtype=np.float32)
+        total[alive] = sum(w * (index[b].x[alive] @ p[b]) for b, w in weights.items())
+        kth = -np.partition(-total, 9)[9]
         exact_s.append(time.perf_counter() - t)
-        recall.append(len(set(rows.tolist()) & set(exact.tolist())) / 10)
+        recall.append(tie_recall(rows, total, kth))
     e2e = []
     for q in questions[:50]:
         t = time.perf_counter()
         mem.search(q, k=5, now=now)
         e2e.append(time.perf_counter() - t)
-    return {"fused_tree": pct(tree_s), "fused_exact_scan": pct(exact_s), "recall_at_10": float(np.mean(recall)),
+    return {"fused": pct(tree_s), "fused_exact_scan": pct(exact_s), "recall_at_10": float(np.mean(recall)),
             "search_end_to_end": pct(e2e)}
 
 
@@ -123,42 +131,115 @@ def store_mode(n: int, backbone: str, batch: int, pq_early: bool) -> dict:
     return out
 
 
+def session_context(x: np.ndarray, items: list[dict], m: int) -> np.ndarray:
+    """Each fact's context key as `Memory._context_points` makes it for fact lists: its own vector
+    mixed with the mean of its session's last m earlier facts and of all of them."""
+    out = np.empty_like(x)
+    earlier: dict[str, list[np.ndarray]] = {}
+    for i, it in enumerate(items):
+        seen = earlier.setdefault(it["session"], [])
+        prev = np.mean(seen[-m:], axis=0) if seen and m else np.zeros_like(x[i])
+        summary = np.mean(seen[-256:], axis=0) if seen else np.zeros_like(x[i])  # sessions here are short
+        v = x[i] + prev + summary
+        out[i] = v / np.linalg.norm(v)
+        seen.append(x[i])
+    return out
+
+
+def tie_recall(found: np.ndarray, scores: np.ndarray, kth: float) -> float:
+    """Share of `found` rows whose exact score reaches the exact k-th best: rows tied with it
+    (duplicate memories have identical keys) count, whichever of them a search returns."""
+    return float(np.sum(scores[found] >= kth - 1e-5) / len(found))
+
+
 def index_mode(n: int) -> dict:
+    """Retrieval alone on real MiniLM keys: each first stage on the topic bundle, then `fuse` over
+    all three bundles (topic, a session-mixed context key, temporal phases) as `search` runs it."""
+    import faiss
+
+    from ams.bundles import TemporalBundle
     from ams.memory import _shared_embedder
+    from ams.retrieval import BundleIndex
 
     items, questions = facts_and_questions(n)
     emb = _shared_embedder()
+    torch.set_num_threads(os.cpu_count() or 1)
     t = time.time()
     texts = [it["text"] for it in items]
     xb = np.concatenate([emb.encode(texts[i : i + 512]).numpy() for i in range(0, n, 512)])
     encode_s = time.time() - t
     xq = emb.encode(questions[:200]).numpy()
     torch.set_num_threads(1)
-    _, exact = FlatIndex(xb).search(xq, 10)
-    rc = ams.RetrievalConfig()
-    t = time.time()
-    tree = DirectionTree(branching=rc.branching, leaf_size=rc.leaf_size, beam=rc.beam).build(xb)
-    out = {"n": n, "minilm_encode_per_s": round(n / encode_s, 1), "tree_build_s": round(time.time() - t, 2),
-           "tree_nodes": len(tree.centroids), "beams": []}
-    for beam in (rc.beam, 2 * rc.beam, 4 * rc.beam, 8 * rc.beam):
-        tree.beam = beam
-        lat, rec, scanned = [], [], []
+    faiss.omp_set_num_threads(1)
+    cfg = ams.MemoryConfig()
+    rc = cfg.retrieval
+    out = {"n": n, "minilm_encode_per_s": round(n / encode_s, 1), "topic": [], "threads": 1}
+
+    exact_d, exact = FlatIndex(xb).search(xq, 10)
+
+    def measure(name: str, search, **extra) -> None:
+        lat, rec = [], []
         for i, q in enumerate(xq):
             t = time.perf_counter()
-            _, rows = tree.search(q, 10)
+            rows = search(q)
             lat.append(time.perf_counter() - t)
-            rec.append(len(set(rows.tolist()) & set(exact[i].tolist())) / 10)
-            scanned.append(len(tree.reach(q)))
-        out["beams"].append({"beam": beam, **pct(lat), "recall_at_10": float(np.mean(rec)),
-                             "rows_scanned_median": int(np.median(scanned))})
-        print(out["beams"][-1], flush=True)
-    index = FlatIndex(xb)
-    lat = []
-    for q in xq:
-        t = time.perf_counter()
-        index.search(q, 10)
-        lat.append(time.perf_counter() - t)
-    out["faiss_exact"] = pct(lat)
+            rec.append(tie_recall(rows, xb @ q, exact_d[i, -1]))
+        out["topic"].append({"first_stage": name, **extra, **pct(lat), "recall_at_10": round(float(np.mean(rec)), 4)})
+        print(out["topic"][-1], flush=True)
+
+    flat = FlatIndex(xb)
+    measure("faiss exact", lambda q: flat.search(q, 10)[1][0])
+    scan = BundleIndex(xb.shape[1], exact_below=rc.exact_below, method="scan", rerank=rc.rerank)
+    scan.add(xb)
+    t = time.time()
+    scan.candidates(xq[0], 10)
+    out["scan_build_s"] = round(time.time() - t, 2)
+    out["scan_bytes_per_row"] = scan.scan.pq.code_size
+    for rerank in sorted({32, 64, rc.rerank, 2 * rc.rerank, 4 * rc.rerank}):
+        scan.rerank = rerank
+        measure("scan", lambda q: scan.candidates(q, 10), rerank=rerank)
+    scan.rerank = rc.rerank
+    tree = BundleIndex(xb.shape[1], exact_below=rc.exact_below, method="tree", branching=rc.branching,
+                       leaf_size=rc.leaf_size, beam=rc.beam)
+    tree.add(xb)
+    t = time.time()
+    tree.candidates(xq[0], 10)
+    out["tree_build_s"] = round(time.time() - t, 2)
+    for beam in (rc.beam, 2 * rc.beam, 4 * rc.beam, 8 * rc.beam):
+        tree.tree.beam = beam
+        measure("tree", lambda q: tree.candidates(q, 10), beam=beam,
+                rows_scanned_median=int(np.median([len(tree.tree.reach(q)) for q in xq[:50]])))
+
+    temporal = TemporalBundle(cfg.temporal)
+    ts = np.array([it["ts"] for it in items])
+    keys = {"topic": xb, "context": session_context(xb, items, cfg.context_turns),
+            "temporal": temporal.encode(ts, now=0.0, access_count=np.zeros(n)).dirn.numpy()}
+    now = float(ts[-1]) + 86400
+    tq = temporal.query(now).numpy()
+    points = [{"topic": q, "context": q, "temporal": tq} for q in xq]  # no session: context point = own
+    weights = {"topic": rc.topic_weight, "context": rc.context_weight, "temporal": rc.temporal_weight}
+    out["fused"] = []
+    for method in ("scan", "tree"):
+        index = {b: BundleIndex(k.shape[1], exact_below=rc.exact_below, method=method, rerank=rc.rerank,
+                                branching=rc.branching, leaf_size=rc.leaf_size, beam=rc.beam) for b, k in keys.items()}
+        for b, k in keys.items():
+            index[b].add(k)
+        t = time.time()
+        fuse(index, points[0], weights, k=10, candidates=rc.candidates)
+        build_s = time.time() - t
+        lat, rec, exact_lat = [], [], []
+        for p in points:
+            t = time.perf_counter()
+            _, rows, _ = fuse(index, p, weights, k=10, candidates=rc.candidates)
+            lat.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            total = sum(w * (keys[b] @ p[b]) for b, w in weights.items())
+            kth = np.partition(-total, 9)[9]
+            exact_lat.append(time.perf_counter() - t)
+            rec.append(tie_recall(rows, total, -kth))
+        out["fused"].append({"first_stage": method, "build_s": round(build_s, 2), **pct(lat),
+                             "recall_at_10": round(float(np.mean(rec)), 4), "exact_numpy": pct(exact_lat)})
+        print(out["fused"][-1], flush=True)
     return out
 
 
@@ -172,7 +253,8 @@ def main() -> None:
     args = ap.parse_args()
     t = time.time()
     out = index_mode(args.n) if args.index_only else store_mode(args.n, args.backbone, args.batch, args.pq_early)
-    out["command"] = "python benchmarks/scale.py " + " ".join(
+    env = [f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS") if k in os.environ]
+    out["command"] = " ".join(env + ["python benchmarks/scale.py"]) + " " + " ".join(
         f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in vars(args).items() if v is not False)
     out["wall_s"] = round(time.time() - t, 1)
     tag = "_index" if args.index_only else "_pq" if args.pq_early else ""

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from ams.kakeya import normalize_rows
 from ams.retrieval import BundleIndex, DirectionTree, FlatIndex, fuse
@@ -31,7 +32,7 @@ def test_tree_search_scans_only_part_of_the_store():
 
 def test_bundle_index_skips_deleted_rows_and_sees_rows_added_after_the_build():
     x = clustered(3000, 32, seed=3)
-    idx = BundleIndex(32, exact_below=1000, branching=8, leaf_size=32, beam=4)
+    idx = BundleIndex(32, exact_below=1000, method="tree", branching=8, leaf_size=32, beam=4)
     idx.add(x[:2500])
     first = idx.candidates(x[10], 5)
     assert first[0] == 10
@@ -58,24 +59,92 @@ def test_fuse_ranks_by_the_weighted_sum_of_every_bundle():
     np.testing.assert_allclose(scores, per["a"] + per["b"])
 
 
-def test_tree_recall_on_real_sentence_vectors_at_10000_memories():
-    """Templated memories cluster tightly in MiniLM space; random clusters overstate tree recall."""
+def recall_at(index: BundleIndex, x: np.ndarray, queries: np.ndarray, n: int) -> float:
+    """Share of the returned rows that score at least the exact n-th best: ties (duplicate
+    memories have identical keys) count, whichever of the tied rows a search returns."""
+    best, _ = FlatIndex(x).search(queries, n)
+    return float(np.mean([np.sum(x[index.candidates(q, n)] @ q >= best[i, -1] - 1e-5) / n
+                          for i, q in enumerate(queries)]))
+
+
+@pytest.fixture(scope="module")
+def sentence_vectors() -> tuple[np.ndarray, np.ndarray]:
+    """MiniLM keys of 10,000 generated memories, and of 20 questions and 20 of the memories."""
     from ams.bench.synthetic import generate_session
-    from ams.config import RetrievalConfig
     from ams.embedder import SentenceEncoder
 
     s = generate_session(10_000, seed=1, n_queries=20)
     enc = SentenceEncoder.shipped()
     x = enc.encode([f.text for f in s.facts]).numpy()
-    queries = enc.encode([q.text for q in s.queries] + [f.text for f in s.facts[::500]]).numpy()
+    return x, enc.encode([q.text for q in s.queries] + [f.text for f in s.facts[::500]]).numpy()
+
+
+@pytest.mark.parametrize("method, floor", [("scan", 0.99), ("tree", 0.95)])
+def test_recall_on_real_sentence_vectors_at_10000_memories(sentence_vectors, method, floor):
+    """Templated memories cluster tightly in MiniLM space; random clusters overstate a partition's recall."""
+    from ams.config import RetrievalConfig
+
+    x, queries = sentence_vectors
     cfg = RetrievalConfig()
-    tree = BundleIndex(x.shape[1], exact_below=cfg.exact_below, branching=cfg.branching,
-                       leaf_size=cfg.leaf_size, beam=cfg.beam)
-    tree.add(x)
-    _, exact = FlatIndex(x).search(queries, 10)
-    recall = np.mean([len(set(tree.candidates(q, 10)) & set(exact[i])) / 10 for i, q in enumerate(queries)])
-    assert tree.tree is not None  # the tree, not the exact scan, answered
-    assert recall >= 0.95, recall
+    index = BundleIndex(x.shape[1], exact_below=cfg.exact_below, method=method, rerank=cfg.rerank,
+                        branching=cfg.branching, leaf_size=cfg.leaf_size, beam=cfg.beam)
+    index.add(x)
+    recall = recall_at(index, x, queries, 10)
+    assert (index.scan if method == "scan" else index.tree) is not None  # the first stage answered
+    assert recall >= floor, recall
+
+
+def test_coded_scan_finds_the_exact_top_10_and_codes_a_quarter_byte_a_dimension():
+    x = clustered(20_000, 64, seed=4)
+    queries = normalize_rows(x[:100] + np.random.default_rng(5).normal(scale=0.05, size=(100, 64)))
+    index = BundleIndex(64, exact_below=4096, rerank=128)
+    index.add(x)
+    assert recall_at(index, x, queries, 10) >= 0.99
+    assert index.scan.pq.code_size == 64 // 4
+
+
+def test_coded_scan_follows_adds_deletes_and_replacements_without_retraining():
+    x = clustered(6000, 32, seed=6)
+    index = BundleIndex(32, exact_below=2000, rerank=64)
+    index.add(x[:4000])
+    assert index.candidates(x[10], 1)[0] == 10
+    scan = index.scan
+    index.add(x[4000:5000])  # coded as they come
+    assert index.candidates(x[4500], 1)[0] == 4500
+    index.remove(10)
+    assert 10 not in index.candidates(x[10], 50)
+    index.replace(20, x[5500])  # row 20 now holds another memory's key
+    assert index.candidates(x[5500], 1)[0] == 20
+    assert 20 not in index.candidates(x[20], 5) or np.allclose(x[20], x[5500])
+    assert index.scan is scan and scan.retired == 2 and len(scan.rows) == 5001
+    for r in range(100, 1300):  # retired positions pile up past max(1024, positions / 8): re-coded
+        index.remove(r)
+    assert 100 not in index.candidates(x[100], 20)
+    assert index.scan is scan and scan.retired == 0 and len(scan.rows) == len(index)
+    assert index.candidates(x[4999], 1)[0] == 4999 and index.candidates(x[5500], 1)[0] == 20
+    index.add(x[5000:6000])
+    index.add(clustered(12_000, 32, seed=7))  # live rows past 4x those it trained on: retrained
+    index.candidates(x[0], 1)
+    assert index.scan is not scan and index.scan.trained_on == len(index)
+
+
+def test_coded_scans_of_equal_rows_are_equal():
+    x = clustered(3000, 16, seed=8)
+    a, b = BundleIndex(16, exact_below=0), BundleIndex(16, exact_below=0)
+    a.add(x)
+    b.add(x)
+    assert all(np.array_equal(a.candidates(q, 20), b.candidates(q, 20)) for q in x[:50])
+
+
+def test_small_or_mostly_deleted_indexes_are_scanned_exactly():
+    x = clustered(1500, 16, seed=9)
+    index = BundleIndex(16, exact_below=0)
+    index.add(x)
+    for r in range(1000):
+        index.remove(r)
+    assert index.candidates(x[1200], 1)[0] == 1200 and index.scan is None
+    with pytest.raises(ValueError, match="method"):
+        BundleIndex(16, exact_below=0, method="hnsw")
 
 
 def test_bundle_index_grows_by_doubling_and_keeps_every_row():

@@ -126,8 +126,14 @@ class KakeyaCodec:
         return self
 
     def _coarse_vectors(self, alpha: np.ndarray, t: np.ndarray, seg: np.ndarray) -> np.ndarray:
-        """alpha t_dir + t c_seg mapped back to the vectors' coordinates (n, d), mean excluded."""
-        return np.outer(alpha, self.t_dir @ self.rotation) + t[:, None] * (self.centres @ self.rotation)[seg]
+        """alpha t_dir + t c_seg mapped back to the vectors' coordinates (n, d) fp32, mean excluded.
+        Built in place in one (n, d) array: decoding 10^5 rows is memory-bound, and numpy's
+        outer-plus-gather made four of them."""
+        out = torch.from_numpy(np.ascontiguousarray(self.centres @ self.rotation))[torch.from_numpy(seg)]
+        out.mul_(torch.from_numpy(np.ascontiguousarray(t, dtype=np.float32))[:, None])
+        out.addr_(torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32)),
+                  torch.from_numpy(np.ascontiguousarray(self.t_dir @ self.rotation)))
+        return out.numpy()
 
     def _coarse(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(alpha fp16, t fp16, seg, t as fp32) of frame coordinates z (n, d): the coarse part."""
@@ -218,8 +224,10 @@ class KakeyaCodec:
         if seg.size and seg.max() >= len(self.centres):
             raise StoreCorrupted("a Kakeya code names a segment its codec does not have")
         if self.pq_bytes:
-            sub = self.pq_centroids[np.arange(self.pq_bytes)[None, :], codes[:, 6:]]  # (n, m, ds)
-            return (self.mean + self._coarse_vectors(alpha, t, seg) + self._deinterleave(sub)).astype(np.float32)
+            out = self._coarse_vectors(alpha, t, seg)
+            out += self.mean
+            out += self._deinterleave(self.pq_centroids[np.arange(self.pq_bytes)[None, :], codes[:, 6:]])
+            return out
         res = codes[:, 8:].view(np.int8).astype(np.float32) * scale[:, None]  # (n, d)
         z = np.outer(alpha, self.t_dir) + t[:, None] * self.centres[seg] + res
         return (z @ self.rotation + self.mean).astype(np.float32)

@@ -5,8 +5,9 @@ exactly; above, a first stage proposes rows that are then scored exactly. The de
 `CodedScan`, scans every row in 4-bit product-quantised form (FAISS fast scan); the alternative, a
 `DirectionTree`, is a hierarchical spherical k-means descended by beam search, whose reached
 leaves are scored. `fuse` unions every bundle's candidates and ranks them by the weighted sum of
-all bundles' exact scores, so a memory found by one bundle is still scored by the others. `FlatIndex` is FAISS
-exact inner-product search: the `flat` mode and the reference both first stages are tested against.
+all bundles' exact scores, so a memory found by one bundle is still scored by the others.
+`FlatIndex` is FAISS exact inner-product search: the `flat` mode and the reference both first
+stages are tested against.
 Glossary: N rows, d width, Q queries, C candidates.
 """
 
@@ -216,8 +217,8 @@ class BundleIndex:
     The first stage is `method`: "scan" (default) codes every row in 4-bit product-quantised form
     and re-scores the best `rerank` exactly (`CodedScan`); "tree" descends a `DirectionTree` and
     scores the rows under the reached leaves. On 10^5 real sentence vectors the scan found the
-    exact top-10 (ties counted) at 0.4 ms a query, where the tree needed beam 256 and 10 ms for
-    0.98 (BENCHMARKS.md, "Scale"). The tree scans exactly the rows added since its build and is
+    exact top-10 (ties counted) in 0.9 ms a query, where the tree needed beam 256 and 11 ms for
+    0.99 (BENCHMARKS.md, "Scale"). The tree scans exactly the rows added since its build and is
     rebuilt once they are a quarter of it; the scan codes rows as they come.
     """
 
@@ -271,7 +272,7 @@ class BundleIndex:
         """Replace a row's vector (an updated memory); a tree is rebuilt on the next search."""
         self.x[row] = x
         self.tree = None
-        if self.scan is not None:
+        if self.scan is not None and self.alive[row]:  # a removed row stays out of the scan
             self.scan.add(np.array([row]), self.x[row : row + 1])
         self.version += 1
 
@@ -308,7 +309,8 @@ class BundleIndex:
 
     def _scan(self) -> CodedScan:
         """The coded scan, trained afresh each time the live rows grow fourfold, re-coded once
-        retired positions are an eighth of it (each costs the search that triggers it ~1 s at 10^5)."""
+        retired positions are an eighth of it (at 10^5 rows a build costs the search that triggers it
+        about 0.4 s a bundle)."""
         live = len(self)
         if self.scan is None or live > 4 * self.scan.trained_on:
             self.scan = CodedScan(self.d).build(self.x, self.alive)

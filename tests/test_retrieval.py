@@ -113,6 +113,8 @@ def test_coded_scan_follows_adds_deletes_and_replacements_without_retraining():
     assert index.candidates(x[4500], 1)[0] == 4500
     index.remove(10)
     assert 10 not in index.candidates(x[10], 50)
+    index.replace(10, x[10])  # a removed row that is replaced stays removed
+    assert 10 not in index.candidates(x[10], 50)
     index.replace(20, x[5500])  # row 20 now holds another memory's key
     assert index.candidates(x[5500], 1)[0] == 20
     assert 20 not in index.candidates(x[20], 5) or np.allclose(x[20], x[5500])

@@ -174,6 +174,17 @@ def test_salient_ids_are_whole_words_in_text_order(tiny_backbone_dir):
         assert bb.salient_ids(["", "ok"], 4)[0] == []
 
 
+def test_salient_ids_of_a_padded_batch_equal_those_read_one_at_a_time(tiny_backbone_dir):
+    with ams.Memory.open(":memory:", backbone=tiny_backbone_dir) as mem:
+        bb = mem.backbone
+        texts = ["I adopted a beagle named Waffles.", "", "Ana moved to Lisbon in March after the long winter.",
+                 "ok", "My favourite band is Khruangbin, and my sister's is the Beatles."]
+        batched = bb.salient_ids(texts, 5)
+        assert batched == [bb.salient_ids([t], 5, batch_size=1)[0] for t in texts]
+        assert batched == bb.salient_ids(texts, 5, batch_size=2)  # the longest text in a batch of its own
+        assert batched[1] == [] and all(batched[i] for i in (0, 2, 3, 4))
+
+
 def test_examples_round_trip_through_safetensors(data, tmp_path):
     from ams.train import load_examples, save_examples
 

@@ -138,8 +138,7 @@ class HFBackbone:
             h = out.hidden_states[-1].float()  # (B, T, d)
             m = mask.unsqueeze(-1).float()  # (B, T, 1)
             hiddens.append((h * m).sum(1) / m.sum(1).clamp_min(1))
-            logp = out.logits[:, :-1].float().log_softmax(-1)  # (B, T-1, V)
-            surprisal = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T-1): token t+1
+            surprisal = self._surprisal(out.logits, ids)  # (B, T-1): token t+1
             w = torch.zeros_like(mask, dtype=torch.float32)
             w[:, 1:] = surprisal * mask[:, 1:]  # the BOS token carries no content
             if self._bos is None:  # no BOS: the first token has no prediction; weigh it as the mean
@@ -150,43 +149,54 @@ class HFBackbone:
         return BackboneEncoding(torch.cat(hiddens)[back], torch.cat(salients)[back])
 
     @torch.no_grad()
-    def salient_ids(self, texts: list[str], m: int) -> list[list[int]]:
+    def salient_ids(self, texts: list[str], m: int, *, batch_size: int = 16) -> list[list[int]]:
         """Per text, the token ids of its most surprising words, at most `m` tokens, in text order.
 
         A word is a run of tokens that starts at whitespace (punctuation stands alone and is never
-        chosen); its score is the largest surprisal -log p(x_t | x_<t) of its tokens. Words are
-        taken whole, best first, while they fit: "I adopted a beagle named Waffles." gives the
-        tokens of "beagle" and "Waffles" before those of "named".
+        chosen); its score is the largest surprisal -log p(x_t | x_<t) of its tokens, each text read
+        after `SALIENCE_FRAME` so its first words are not all surprises. Words are taken whole, best
+        first, while they fit: "I adopted a beagle named Waffles." gives the tokens of "beagle" and
+        "Waffles" before those of "named". The texts share padded forward passes of `batch_size`.
         """
-        out = []
-        for text in texts:
-            ids = self.tokenize(text)
-            if not ids:
-                out.append([])
-                continue
-            frame = self._with_bos(self.tokenize(SALIENCE_FRAME))  # context, so a text's first words are not all surprises
-            seq = frame + ids
-            logp = self.model(input_ids=torch.tensor([seq], device=self.device)).logits[0, :-1].float().log_softmax(-1)
-            target = torch.tensor(seq[1:], device=self.device)[:, None]
-            surprisal = (-logp.gather(-1, target))[len(frame) - 1 :, 0].tolist()  # (len(ids),)
-            words: list[list[int]] = []  # token positions
-            for i, t in enumerate(ids):
-                piece = self.tokenizer.decode([t])
-                alnum = any(c.isalnum() for c in piece)
-                if not words or piece[:1].isspace() or not alnum or not any(
-                        c.isalnum() for c in self.tokenizer.decode([ids[words[-1][-1]]])):
-                    words.append([i])
-                else:
-                    words[-1].append(i)
-            scored = sorted((w for w in words if any(c.isalnum() for c in self.decode([ids[i] for i in w]))),
-                            key=lambda w: -max(surprisal[i] for i in w))
-            chosen, room = [], m
-            for w in scored:
-                if len(w) <= room:
-                    chosen.append(w)
-                    room -= len(w)
-            out.append([ids[i] for w in sorted(chosen) for i in w])
-        return out
+        frame = self._with_bos(self.tokenize(SALIENCE_FRAME))
+        toks = [self.tokenize(t) for t in texts]
+        surprisal: dict[int, list[float]] = {}
+        order = sorted((i for i, ids in enumerate(toks) if ids), key=lambda i: len(toks[i]))
+        for c in range(0, len(order), batch_size):
+            chunk = order[c : c + batch_size]
+            ids, mask = self._right_pad([frame + toks[i] for i in chunk])
+            s = self._surprisal(self.model(input_ids=ids, attention_mask=mask).logits, ids)  # (B, T-1)
+            for row, i in enumerate(chunk):  # the text's tokens are predicted at len(frame) - 1 onwards
+                surprisal[i] = s[row, len(frame) - 1 : len(frame) - 1 + len(toks[i])].tolist()
+        return [self._pick_words(ids, surprisal[i], m) if ids else [] for i, ids in enumerate(toks)]
+
+    def _pick_words(self, ids: list[int], surprisal: list[float], m: int) -> list[int]:
+        """The tokens of a text's most surprising whole words, at most `m`, in text order."""
+        words: list[list[int]] = []  # token positions
+        for i, t in enumerate(ids):
+            piece = self.tokenizer.decode([t])
+            alnum = any(c.isalnum() for c in piece)
+            if not words or piece[:1].isspace() or not alnum or not any(
+                    c.isalnum() for c in self.tokenizer.decode([ids[words[-1][-1]]])):
+                words.append([i])
+            else:
+                words[-1].append(i)
+        scored = sorted((w for w in words if any(c.isalnum() for c in self.decode([ids[i] for i in w]))),
+                        key=lambda w: -max(surprisal[i] for i in w))
+        chosen, room = [], m
+        for w in scored:
+            if len(w) <= room:
+                chosen.append(w)
+                room -= len(w)
+        return [ids[i] for w in sorted(chosen) for i in w]
+
+    @staticmethod
+    def _surprisal(logits: Tensor, ids: Tensor) -> Tensor:
+        """-log p(ids[:, t+1] | ids[:, :t+1]) from logits (B, T, V): (B, T-1). The log-sum-exp less
+        the target's logit, which reads the logits once where a log-softmax writes a second
+        (B, T, V) array."""
+        lg = logits[:, :-1].float()
+        return torch.logsumexp(lg, -1) - lg.gather(-1, ids[:, 1:, None]).squeeze(-1)
 
     @property
     def _bos(self) -> int | None:

@@ -147,10 +147,19 @@ class CodedScan:
         self.m = d // 2 if d % 2 == 0 else d  # sub-quantizers: 2 dimensions each where d allows
         self.pq: faiss.IndexPQFastScan | None = None
         self.trained_on = 0  # live rows when the codebooks trained
-        self.rows = np.zeros(0, dtype=np.int64)  # (P,) position -> row
-        self.live = np.zeros(0, dtype=bool)  # (P,) the position holds its row's current vector
+        self._rows = np.zeros(0, dtype=np.int64)  # (capacity,) position -> row; the first P are in use
+        self._live = np.zeros(0, dtype=bool)  # (capacity,) the position holds its row's current vector
+        self.positions = 0  # P
         self.pos_of = np.zeros(0, dtype=np.int64)  # (rows,) row -> its live position, -1 for none
         self.retired = 0  # positions whose row was replaced or removed
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self._rows[: self.positions]
+
+    @property
+    def live(self) -> np.ndarray:
+        return self._live[: self.positions]
 
     def build(self, x: np.ndarray, alive: np.ndarray) -> CodedScan:
         """Train the codebooks on a sample of the live rows of `x` (N, d), then code them all."""
@@ -169,8 +178,7 @@ class CodedScan:
     def recode(self, x: np.ndarray, alive: np.ndarray) -> CodedScan:
         """Code the live rows afresh with the trained codebooks: retired positions are dropped."""
         self.pq.reset()
-        self.rows = np.zeros(0, dtype=np.int64)
-        self.live = np.zeros(0, dtype=bool)
+        self.positions = 0
         self.pos_of = np.full(len(x), -1, dtype=np.int64)
         self.retired = 0
         keep = np.flatnonzero(alive)
@@ -186,10 +194,14 @@ class CodedScan:
             grown[: len(self.pos_of)] = self.pos_of
             self.pos_of = grown
         self.retire(rows)
-        start = len(self.rows)
+        start, end = self.positions, self.positions + len(rows)
+        if end > len(self._rows):  # grow by doubling: single writes cost O(1) copies each
+            cap = max(end, 2 * len(self._rows))
+            self._rows = np.concatenate([self.rows, np.zeros(cap - start, dtype=np.int64)])
+            self._live = np.concatenate([self.live, np.zeros(cap - start, dtype=bool)])
         self.pq.add(np.ascontiguousarray(x, dtype=np.float32))
-        self.rows = np.concatenate([self.rows, rows.astype(np.int64)])
-        self.live = np.concatenate([self.live, np.ones(len(rows), dtype=bool)])
+        self._rows[start:end], self._live[start:end] = rows, True
+        self.positions = end
         self.pos_of[rows] = start + np.arange(len(rows))
 
     def retire(self, rows: np.ndarray) -> None:
@@ -202,7 +214,7 @@ class CodedScan:
 
     def search(self, q: np.ndarray, n: int) -> np.ndarray:
         """Rows of the `n` live positions with the highest approximate inner product with `q` (d,)."""
-        want = min(n + self.retired, len(self.rows))
+        want = min(n + self.retired, self.positions)
         if want <= 0:
             return np.zeros(0, dtype=np.int64)
         _, pos = self.pq.search(np.ascontiguousarray(q, dtype=np.float32).reshape(1, -1), want)
@@ -314,7 +326,7 @@ class BundleIndex:
         live = len(self)
         if self.scan is None or live > 4 * self.scan.trained_on:
             self.scan = CodedScan(self.d).build(self.x, self.alive)
-        elif self.scan.retired > max(1024, len(self.scan.rows) // 8):
+        elif self.scan.retired > max(1024, self.scan.positions // 8):
             self.scan.recode(self.x, self.alive)
         return self.scan
 

@@ -195,7 +195,7 @@ class CodedScan:
             self.pos_of = grown
         self.retire(rows)
         start, end = self.positions, self.positions + len(rows)
-        if end > len(self._rows):  # grow by doubling: single writes cost O(1) copies each
+        if end > len(self._rows):  # grow by doubling: n single adds copy O(n) in all, not O(n^2)
             cap = max(end, 2 * len(self._rows))
             self._rows = np.concatenate([self.rows, np.zeros(cap - start, dtype=np.int64)])
             self._live = np.concatenate([self.live, np.zeros(cap - start, dtype=bool)])

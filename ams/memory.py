@@ -110,6 +110,7 @@ class _Plan:
     retrieve_ms: float
     truncated: bool
     times: list[float] | None = None  # per prompt token, for backbones that read times (the timeline)
+    inputs: dict[str, Any] | None = None  # what the prefix was made from (`_prefix_inputs`), when one was
 
 
 class Memory:
@@ -1035,7 +1036,8 @@ class Memory:
         elif mode in ("prefix", "text", "hybrid"):
             rows, fused, _ = self._retrieve(points, k, query, now, named)
             rows = _gate(rows, fused, self.config.retrieval.relative_gate)
-        prefix = self._prefix(query, points, rows, now) if mode in ("prefix", "hybrid") and rows else None
+        inputs = self._prefix_inputs(query, points, rows, now) if mode in ("prefix", "hybrid") and rows else None
+        prefix = None if inputs is None else self._prefix(inputs)
         retrieve_ms = (time.perf_counter() - t0) * 1000
         budget = min(self.backbone.max_context, self.config.max_context_tokens) - max_new_tokens
         budget -= 0 if prefix is None else prefix.shape[0]
@@ -1046,15 +1048,16 @@ class Memory:
             ids, times = self._memory_prompt(query, self._blocks(rows), budget, now)
         else:
             ids = self.backbone.chat_ids(query, system=self.config.system_prompt)
-        return _Plan(ids=ids, prefix=prefix, rows=rows, retrieve_ms=retrieve_ms, truncated=truncated, times=times)
+        return _Plan(ids=ids, prefix=prefix, rows=rows, retrieve_ms=retrieve_ms, truncated=truncated, times=times,
+                     inputs=inputs)
 
-    def _prefix(self, query: str, points: dict[str, np.ndarray], rows: list[int], now: float) -> torch.Tensor:
-        """Cross-bundle attention over the retrieved memories' decoded fibers -> (L, d)."""
-        inputs = self._prefix_inputs(query, points, rows, now)
-        token_ids = inputs.pop("token_ids")
+    def _prefix(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """Cross-bundle attention over `_prefix_inputs` (the retrieved memories' decoded fibers) -> (L, d)."""
+        token_ids = inputs["token_ids"]
         tokens = self.backbone.embed(token_ids.tolist())[None] if len(token_ids) else None  # (1, S, d)
         with torch.no_grad():
-            prefix, _ = self.attention(**{k: _batched(v) for k, v in inputs.items()}, tokens=tokens)
+            prefix, _ = self.attention(**{k: _batched(v) for k, v in inputs.items() if k != "token_ids"},
+                                       tokens=tokens)
         return prefix[0]
 
     def _prefix_inputs(self, query: str, points: dict[str, np.ndarray], rows: list[int],

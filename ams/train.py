@@ -166,12 +166,12 @@ def build_examples(backbone: str, split: str, episodes: int, *, facts: tuple[int
 def _example(mem, q, gold_ids: set[str], k: int, now: float) -> Example:
     """The channel's view of one question, through the same retrieval and prompt as `generate`."""
     plan = mem._plan(q.text, "hybrid", k, 30, None, None, now)
-    points = mem._query_points(q.text, None, now)
-    rows = plan.rows
-    gold = next((i for i, r in enumerate(rows) if mem._ids[r] in gold_ids), -1)
+    if plan.inputs is None:
+        raise ValueError(f"nothing was retrieved for {q.text!r}: an episode's store holds no memories")
+    gold = next((i for i, r in enumerate(plan.rows) if mem._ids[r] in gold_ids), -1)
     bb = mem.backbone
     return Example(
-        query=q.text, inputs=mem._prefix_inputs(q.text, points, rows, now),
+        query=q.text, inputs=plan.inputs,
         prompts={"prefix": bb.chat_ids(q.text, system=mem.config.system_prompt), "hybrid": plan.ids},
         answer=bb.answer_ids(q.keywords[0]), gold=gold, keywords=list(q.keywords), forbidden=list(q.forbidden),
     )

@@ -187,7 +187,7 @@ def test_prefix_has_the_backbone_width_and_token_norm(tiny_backbone_dir, tmp_pat
     fresh_store.write_many(FACTS)
     points = fresh_store._query_points("Where does Tomas live?", None, 1.7e9)
     rows = fresh_store._retrieve(points, 3, "Where does Tomas live?", 1.7e9, {})[0]
-    prefix = fresh_store._prefix("Where does Tomas live?", points, rows, 1.7e9)
+    prefix = fresh_store._prefix(fresh_store._prefix_inputs("Where does Tomas live?", points, rows, 1.7e9))
     cfg = fresh_store.config.prefix
     bb = fresh_store.backbone
     salient = [t for r in rows for t in bb.salient_ids([fresh_store.get(fresh_store._ids[r]).text], salient_tokens)[0]]

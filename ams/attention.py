@@ -137,8 +137,9 @@ CHANNEL_FORMAT = "ams-channel/1"
 
 def save_channel(channel: CrossBundleAttention, backbone, path: str | Path, *, salient_tokens: int = 0,
                  recipe: dict | None = None) -> None:
-    """Write a trained channel (safetensors), tagged with its backbone's identity, its shapes and
-    the salient tokens per memory it was trained with (a store that loads it uses that number)."""
+    """Write a trained channel (safetensors, fp16: half the bytes, and the prefix it makes is the
+    same to within fp16 rounding), tagged with its backbone's identity, its shapes and the salient
+    tokens per memory it was trained with (a store that loads it uses that number)."""
     from safetensors.torch import save_file
 
     meta = {"format": CHANNEL_FORMAT, "backbone_identity": backbone.identity, "backbone_name": backbone.name,
@@ -146,7 +147,8 @@ def save_channel(channel: CrossBundleAttention, backbone, path: str | Path, *, s
             "recipe": json.dumps(recipe or {})}
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous() for k, v in channel.state_dict().items()}, str(tmp), metadata=meta)
+    state = {k: (v.half() if v.is_floating_point() else v).detach().contiguous() for k, v in channel.state_dict().items()}
+    save_file(state, str(tmp), metadata=meta)
     tmp.replace(path)
 
 

@@ -24,17 +24,19 @@ def main() -> None:
     p.add_argument("--k", type=int, default=3)
     p.add_argument("--max-new-tokens", type=int, default=30)
     p.add_argument("--backbone", default="smollm2-135m-instruct")
+    p.add_argument("--weights", default=None, help="trained channel weights for prefix and hybrid (default: untrained)")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
     s = load_session(args.session)
-    with ams.Memory.open(":memory:", backbone=args.backbone) as mem:
+    with ams.Memory.open(":memory:", backbone=args.backbone, weights=args.weights) as mem:
         t0 = time.perf_counter()
         ids = mem.write_many([f.text for f in s.facts])
         write_ms = (time.perf_counter() - t0) * 1000 / len(ids)
         fact_of = dict(zip(ids, (f.id for f in s.facts)))
         r1 = sum(fact_of[mem.search(q.text, k=1)[0].id] in q.fact_ids for q in s.queries) / len(s.queries)
         print(f"{args.session}: {len(s.facts)} facts, {len(s.queries)} questions, k={args.k}, "
-              f"max_new_tokens={args.max_new_tokens}; write {write_ms:.0f} ms/memory; recall@1 {r1:.2f}")
+              f"max_new_tokens={args.max_new_tokens}; channel {mem.weights or 'untrained'}; "
+              f"write {write_ms:.0f} ms/memory; recall@1 {r1:.2f}")
         print(f"{'mode':>7} {'hits':>5} {'substr':>6} {'tokens':>6} {'ret ms':>7} {'gen ms':>7}")
         for mode in ("none", "full", "flat", "text", "prefix", "hybrid"):
             gens = [mem.generate(q.text, mode=mode, k=args.k, max_new_tokens=args.max_new_tokens) for q in s.queries]

@@ -109,6 +109,7 @@ def test_report_schema_through_the_cli(tmp_path, tiny_backbone_dir, capsys):
     report = json.loads(out.read_text())
     assert report["report_version"] == 2 and report["benchmark"] == "session-viability"
     assert report["config"]["ns"] == [10, 20] and report["config"]["modes"] == list(MODES)
+    assert report["channel_weights"] is None  # no weights given: the untrained channel
     rows = report["results"]
     assert {(r["n"], r["mode"]) for r in rows} == {(n, m) for n in (10, 20) for m in MODES}
     for r in rows:

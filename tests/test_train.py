@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from safetensors import safe_open
 
 import ams
 from ams.attention import save_channel
@@ -72,6 +73,16 @@ def test_training_runs_resumes_and_writes_its_outputs(data, tiny_backbone_dir, t
     assert resumed["loss"] == pytest.approx(full["loss"], rel=1e-5)
 
 
+def test_a_prefix_only_run_still_validates_hybrid_against_text(data, tiny_backbone_dir, tmp_path):
+    cfg = ChannelTrainConfig(backbone=tiny_backbone_dir, modes=("prefix",), steps=2, batch_size=4, eval_every=2,
+                             eval_answers=4, max_new_tokens=4, warmup=1)
+    history = train_channel(cfg, out_dir=tmp_path / "prefix_only", progress=False, data=data)
+    first, last = history["val"][0], history["val"][-1]
+    assert {"prefix_hit", "hybrid_hit", "text_hit"} <= set(first) and 0 <= first["text_hit"] <= 1
+    assert {"prefix_hit", "hybrid_hit"} <= set(last) and "text_hit" not in last  # text does not train
+    assert (tmp_path / "prefix_only" / "curves.png").is_file()
+
+
 def test_bad_recipes_are_refused():
     with pytest.raises(InvalidInput):
         ChannelTrainConfig(modes=("text",))
@@ -97,14 +108,14 @@ def test_a_store_opens_with_weights_and_remembers_them(tiny_backbone_dir, other_
         untrained = mem.attention.lifts.detach().clone()
         assert mem.weights is None
     with ams.Memory.open(db, backbone=tiny_backbone_dir, weights=weights) as mem:
-        torch.testing.assert_close(mem.attention.lifts, -untrained)
+        torch.testing.assert_close(mem.attention.lifts, -untrained, rtol=1e-3, atol=1e-4)  # stored in fp16
         assert mem.weights == str(weights.resolve())
         g = mem.generate("What is my dog called?", mode="prefix", max_new_tokens=4)
         assert mem.config.prefix.salient_tokens == 0  # the store's own setting; the weights bring 8
         salient = mem.backbone.salient_ids(["I adopted a beagle named Waffles."], 8)[0]
         assert g.prefix_slots == len(salient) + mem.config.prefix.slots
     with ams.Memory.open(db, backbone=tiny_backbone_dir) as mem:  # remembered
-        torch.testing.assert_close(mem.attention.lifts, -untrained)
+        torch.testing.assert_close(mem.attention.lifts, -untrained, rtol=1e-3, atol=1e-4)
     # weights of another backbone, and a file that is not weights: typed errors, store unchanged
     other = tmp_path / "other.safetensors"
     with ams.Memory.open(":memory:", backbone=other_backbone_dir) as mem:
@@ -144,9 +155,11 @@ def test_the_train_command(tiny_backbone_dir, tmp_path, capsys):
                  "--facts", "10", "--queries", "4", "--steps", "2", "--batch-size", "2", "--eval-every", "1",
                  "--eval-answers", "2", "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "prefix: held-out NLL" in printed and "hybrid: held-out NLL" in printed
+    assert "prefix: held-out NLL" in printed and "hybrid: held-out NLL" in printed and "text: hit-rate" in printed
     with ams.Memory.open(tmp_path / "s.db", backbone=tiny_backbone_dir, weights=out / "channel.safetensors") as mem:
         assert mem.weights == str((out / "channel.safetensors").resolve())
+    with safe_open(out / "channel.safetensors", "pt") as f:  # written in fp16
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
     assert main(["train", "--out", str(out), "--backbone", tiny_backbone_dir, "--modes", "text", "--quiet"]) == 2
 
 

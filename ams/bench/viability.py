@@ -145,10 +145,12 @@ def run(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
     bar = tqdm(total=total, disable=not progress, desc="session-viability", unit="step", file=sys.stderr)
     results: list[ModeResult] = []
     truncated_note = False
+    channel = None
     for n, session in sessions.items():
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "bench.db"
             with Memory.open(path, backbone=cfg.backbone, config=store_config, weights=cfg.weights) as mem:
+                channel = mem.weights
                 t0 = time.perf_counter()
                 ids: list[str] = []
                 times = _fact_times(session)
@@ -187,6 +189,7 @@ def run(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
         "report_version": REPORT_VERSION,
         "benchmark": "session-viability",
         "config": {**asdict(cfg), "ns": list(cfg.ns), "modes": list(cfg.modes)},
+        "channel_weights": channel,  # the file prefix and hybrid used; None: the untrained channel
         "environment": {"python": platform.python_version(), "platform": platform.platform(),
                         "cpu_count": os.cpu_count(), "torch": _version("torch"),
                         "transformers": _version("transformers")},

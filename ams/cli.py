@@ -199,7 +199,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import MODES, ChannelTrainConfig, train_channel
 
     cfg = ChannelTrainConfig(backbone=args.backbone, salient_tokens=args.salient_tokens, train_episodes=args.episodes, val_episodes=args.val_episodes,
-                             facts=args.facts, queries=args.queries, k=args.k, modes=args.modes, steps=args.steps,
+                             facts=args.facts, queries=args.queries, k=args.k, modes=args.modes,
+                             hybrid_target=args.hybrid_target, steps=args.steps,
                              batch_size=args.batch_size, lr=args.lr, retrieval_weight=args.retrieval_weight,
                              eval_every=args.eval_every, eval_answers=args.eval_answers, seed=args.seed)
     history = train_channel(cfg, out_dir=args.out, progress=not args.quiet)
@@ -270,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--k", type=int, default=3, help="memories retrieved per question")
     t.add_argument("--modes", type=_csv(str), default=("prefix",),
                    help="modes trained, alternating by step (default: prefix; both are validated)")
+    t.add_argument("--hybrid-target", default="entity", choices=("entity", "text"),
+                   help="hybrid steps' target: the answer entity, or text mode's own answer where it was right")
     t.add_argument("--steps", type=int, default=400)
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--lr", type=float, default=1e-3)

@@ -49,6 +49,7 @@ from .checkpoints import load_checkpoint, lr_at, save_checkpoint
 from .errors import InvalidInput
 
 MODES = ("prefix", "hybrid")
+HYBRID_TARGETS = ("entity", "text")
 ANSWER_ATTENTION = ("topic", "context")  # bundles whose attention the retrieval term trains
 
 
@@ -64,6 +65,10 @@ class ChannelTrainConfig:
         queries: questions per episode.
         k: memories retrieved per question, as at answer time.
         modes: injection modes trained, alternating by step.
+        hybrid_target: what `hybrid` steps teach the reader to answer: "entity" (the answer
+            entity, as `prefix` steps do), or "text" (text mode's own greedy answer, where it was
+            right, else the entity): the prefix then learns to keep what the prompt alone gets
+            right, in the reader's own words, and to fix what it gets wrong.
         steps, batch_size, lr, warmup, weight_decay, grad_clip: the optimiser; cosine decay after warm-up.
         retrieval_weight: weight of the attention-toward-gold term (0 leaves it out).
         eval_every: steps between validations (and at the start and the end).
@@ -81,6 +86,7 @@ class ChannelTrainConfig:
     queries: int = 20
     k: int = 3
     modes: tuple[str, ...] = ("prefix",)  # prefix steps only: see BENCHMARKS.md, "Training the memory channel"
+    hybrid_target: str = "entity"
     steps: int = 400
     batch_size: int = 8
     lr: float = 1e-3
@@ -107,6 +113,8 @@ class ChannelTrainConfig:
             raise InvalidInput("facts per episode must lie between 10 and 10,000")
         if not 0 <= self.salient_tokens <= 64:
             raise InvalidInput("salient_tokens must lie between 0 and 64")
+        if self.hybrid_target not in HYBRID_TARGETS:
+            raise InvalidInput(f"hybrid_target must be one of {HYBRID_TARGETS}, got {self.hybrid_target!r}")
         if self.lr <= 0 or self.retrieval_weight < 0:
             raise InvalidInput("lr must be positive and retrieval_weight non-negative")
         self.facts, self.modes = tuple(self.facts), tuple(self.modes)
@@ -124,6 +132,15 @@ class Example:
     gold: int  # index of the gold memory among the K retrieved, -1 when retrieval missed it
     keywords: list[str] = field(default_factory=list)
     forbidden: list[str] = field(default_factory=list)
+    # text mode's greedy answer and end of turn where it was a hit, [] where it missed, None until
+    # `add_text_answers` ran: the target of `hybrid` steps with hybrid_target="text"
+    text_answer: list[int] | None = None
+
+    def target(self, mode: str, hybrid_target: str = "entity") -> list[int]:
+        """The answer tokens a step in `mode` trains toward."""
+        if mode == "hybrid" and hybrid_target == "text" and self.text_answer:
+            return self.text_answer
+        return self.answer
 
 
 VAL_SEEDS = 10_000  # validation users' session seeds start here: never a benchmark's session (seeds 0, 1, ...)
@@ -195,7 +212,7 @@ def save_examples(examples: list[Example], path: str | Path) -> None:
             for b, t in (v.items() if isinstance(v, dict) else [("", v)]):
                 tensors[f"{i}.{key}.{b}"] = t.contiguous()
         rows.append({"query": ex.query, "prompts": ex.prompts, "answer": ex.answer, "gold": ex.gold,
-                     "keywords": ex.keywords, "forbidden": ex.forbidden})
+                     "keywords": ex.keywords, "forbidden": ex.forbidden, "text_answer": ex.text_answer})
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": "ams-channel-examples/1", "examples": json.dumps(rows)})
@@ -260,8 +277,10 @@ def prefixes(channel, bb, examples: list[Example]) -> tuple[list[Tensor], dict[s
     return [torch.cat([p[: len(i)], p[S:]]) for i, p in zip(ids, prefix)], weights
 
 
-def channel_loss(channel, bb, examples: list[Example], mode: str, *, retrieval_weight: float) -> dict[str, Tensor]:
+def channel_loss(channel, bb, examples: list[Example], mode: str, *, retrieval_weight: float,
+                 hybrid_target: str = "entity") -> dict[str, Tensor]:
     """Answer NLL through the prefix (mean over answer tokens, then questions), and the retrieval term.
+    The answer is `Example.target(mode, hybrid_target)`.
 
     Each row is `[pad; prefix; prompt; answer]`, left-padded, positions following the mask, so the
     answer tokens are the last ones of every row and only their logits are computed.
@@ -269,11 +288,12 @@ def channel_loss(channel, bb, examples: list[Example], mode: str, *, retrieval_w
     prefix, weights = prefixes(channel, bb, examples)
     emb = bb.model.get_input_embeddings()
     device = emb.weight.device
+    answers = [ex.target(mode, hybrid_target) for ex in examples]
     rows = []
-    for ex, p in zip(examples, prefix):
-        ids = torch.tensor(ex.prompts[mode] + ex.answer, device=device)
+    for ex, answer, p in zip(examples, answers, prefix):
+        ids = torch.tensor(ex.prompts[mode] + answer, device=device)
         rows.append(torch.cat([p.to(emb.weight.dtype), emb(ids)]))  # (L + T_i, d)
-    T, A = max(len(r) for r in rows), max(len(ex.answer) for ex in examples)
+    T, A = max(len(r) for r in rows), max(len(a) for a in answers)
     pad = emb(torch.tensor([bb.tokenizer.pad_token_id], device=device))  # (1, d)
     x = torch.stack([torch.cat([pad.expand(T - len(r), -1), r]) for r in rows])  # (B, T, d)
     mask = torch.stack([torch.arange(T, device=device) >= T - len(r) for r in rows]).long()  # (B, T)
@@ -281,10 +301,9 @@ def channel_loss(channel, bb, examples: list[Example], mode: str, *, retrieval_w
     logits = bb.model(inputs_embeds=x, attention_mask=mask, position_ids=pos, logits_to_keep=A + 1).logits
     logp = logits[:, :-1].float().log_softmax(-1)  # (B, A, V): position j predicts token T - A + j
     nll = []
-    for i, ex in enumerate(examples):
-        a = len(ex.answer)
-        target = torch.tensor(ex.answer, device=device)
-        nll.append(-logp[i, A - a :].gather(-1, target[:, None]).mean())
+    for i, answer in enumerate(answers):
+        target = torch.tensor(answer, device=device)
+        nll.append(-logp[i, A - len(answer) :].gather(-1, target[:, None]).mean())
     out = {"answer": torch.stack(nll).mean()}
     gold = torch.tensor([ex.gold for ex in examples], device=device)
     has = gold >= 0
@@ -312,6 +331,22 @@ def answer_hits(channel, bb, examples: list[Example], mode: str, *, max_new_toke
         answers += [{"query": ex.query, "answer": t, "hit": is_hit(t, ex.keywords, ex.forbidden)}
                     for ex, t in zip(chunk, texts)]
     return sum(a["hit"] for a in answers) / max(1, len(answers)), answers
+
+
+@torch.no_grad()
+def add_text_answers(bb, examples: list[Example], *, max_new_tokens: int, batch_size: int = 8,
+                     progress: Callable[[int], None] | None = None) -> None:
+    """Set each example's `text_answer`: text mode's greedy answer (the `hybrid` prompt, no prefix)
+    with the end of the turn where it is a hit, [] where it is not."""
+    from .session import is_hit
+
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i : i + batch_size]
+        texts = bb.generate_batch([ex.prompts["hybrid"] for ex in chunk], max_new_tokens=max_new_tokens)
+        for ex, t in zip(chunk, texts):
+            ex.text_answer = bb.answer_ids(t) if is_hit(t, ex.keywords, ex.forbidden) else []
+        if progress:
+            progress(len(chunk))
 
 
 @torch.no_grad()
@@ -376,6 +411,12 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
         raise InvalidInput("no training or validation questions were built")
     with Memory.open(":memory:", backbone=cfg.backbone, config=_config(cfg.salient_tokens)) as probe:  # as Memory builds it
         bb, channel = probe.backbone, probe.attention
+    if cfg.hybrid_target == "text" and "hybrid" in cfg.modes and any(ex.text_answer is None for ex in train):
+        with tqdm(total=len(train), disable=not progress or not acc.is_main_process, desc="text answers",
+                  unit="question") as bar:
+            add_text_answers(bb, train, max_new_tokens=cfg.max_new_tokens, progress=bar.update)
+        if acc.is_main_process:  # kept with the examples: a resumed run does not answer again
+            save_examples(train, cached[0])
     torch.manual_seed(cfg.seed)
     channel.train()
     optimizer = torch.optim.AdamW(channel.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -383,6 +424,8 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
                      "val": [], "examples": {"train": len(train), "val": len(val),
                                              "train_gold_retrieved": sum(ex.gold >= 0 for ex in train) / len(train),
                                              "val_gold_retrieved": sum(ex.gold >= 0 for ex in val) / len(val)}}
+    if all(ex.text_answer is not None for ex in train):
+        history["examples"]["train_text_right"] = sum(bool(ex.text_answer) for ex in train) / len(train)
     start = 0
     if (out / "checkpoint" / "state.json").is_file():
         start, history = load_checkpoint(out, channel, optimizer)
@@ -402,7 +445,8 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
             range(len(train)), len(train))  # a fresh permutation per epoch, seeded: resumes draw the same
         at = (step % max(1, len(train) // cfg.batch_size)) * cfg.batch_size
         batch = [train[i] for i in order[at : at + cfg.batch_size]]
-        losses = channel_loss(channel, bb, batch, mode, retrieval_weight=cfg.retrieval_weight)
+        losses = channel_loss(channel, bb, batch, mode, retrieval_weight=cfg.retrieval_weight,
+                              hybrid_target=cfg.hybrid_target)
         acc.backward(losses["total"])
         acc.clip_grad_norm_(channel.parameters(), cfg.grad_clip)
         optimizer.step()

@@ -1,6 +1,7 @@
 """Training the memory channel: data from real stores, losses that reach the channel, resumable runs,
 weights that a store opens and remembers."""
 
+import dataclasses
 import json
 import shutil
 
@@ -11,7 +12,7 @@ from safetensors import safe_open
 import ams
 from ams.attention import save_channel
 from ams.errors import InvalidInput, StoreMismatch
-from ams.train import ChannelTrainConfig, build_examples, channel_loss, train_channel
+from ams.train import ChannelTrainConfig, add_text_answers, build_examples, channel_loss, load_examples, train_channel
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +91,34 @@ def test_bad_recipes_are_refused():
         ChannelTrainConfig(facts=(5,))
     with pytest.raises(InvalidInput):
         ChannelTrainConfig(steps=0)
+    with pytest.raises(InvalidInput, match="hybrid_target"):
+        ChannelTrainConfig(hybrid_target="sentence")
+
+
+def test_hybrid_steps_can_train_toward_text_modes_own_right_answers(data, tiny_backbone_dir, tmp_path):
+    train, val = data
+    examples = [dataclasses.replace(ex) for ex in train[:4]]  # the module's examples stay as built
+    with ams.Memory.open(":memory:", backbone=tiny_backbone_dir) as mem:
+        bb, channel = mem.backbone, mem.attention
+        add_text_answers(bb, examples, max_new_tokens=3)
+        assert all(isinstance(ex.text_answer, list) for ex in examples)
+        hit, miss = examples[0], examples[1]
+        hit.text_answer = bb.answer_ids(f"It is called {hit.keywords[0]}, I think")  # as a right answer is kept
+        miss.text_answer = []
+        assert hit.target("hybrid", "text") == hit.text_answer
+        assert hit.target("prefix", "text") == hit.target("hybrid") == hit.answer
+        assert miss.target("hybrid", "text") == miss.answer
+        entity = channel_loss(channel, bb, [hit, miss], "hybrid", retrieval_weight=0)["answer"]
+        text = channel_loss(channel, bb, [hit, miss], "hybrid", retrieval_weight=0, hybrid_target="text")["answer"]
+        assert not torch.isclose(entity, text)
+    # a run answers in text mode once and keeps the answers with its examples
+    cfg = ChannelTrainConfig(backbone=tiny_backbone_dir, modes=("prefix", "hybrid"), hybrid_target="text", steps=2,
+                             batch_size=4, eval_every=2, eval_answers=2, max_new_tokens=3, warmup=1)
+    history = train_channel(cfg, out_dir=tmp_path / "run", progress=False,
+                            data=([dataclasses.replace(ex) for ex in train], val))
+    assert 0 <= history["examples"]["train_text_right"] <= 1
+    kept = load_examples(tmp_path / "run" / "examples-train.safetensors")
+    assert len(kept) == len(train) and all(ex.text_answer is not None for ex in kept)
 
 
 def _trained_weights(tiny_backbone_dir, path):

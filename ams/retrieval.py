@@ -117,6 +117,17 @@ class DirectionTree:
         return self.order[_ranges(self.row_lo[leaf], self.row_hi[leaf])]
 
 
+def _grown(a: np.ndarray, n: int, fill: int = 0) -> np.ndarray:
+    """`a`, or a copy with room for at least `n` entries along its first axis: at least double
+    the capacity (n single appends then copy O(n) in all, not O(n^2); a first bulk add into an
+    empty array gets exactly `n`), the new entries set to `fill`."""
+    if n <= len(a):
+        return a
+    out = np.full((max(n, 2 * len(a)), *a.shape[1:]), fill, dtype=a.dtype)
+    out[: len(a)] = a
+    return out
+
+
 def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Concatenation of arange(lo[i], hi[i]) over i, without a Python loop."""
     sizes = hi - lo
@@ -189,16 +200,10 @@ class CodedScan:
         """Code rows `rows` (R,) with vectors `x` (R, d); a row already coded is retired first."""
         if not len(rows):
             return
-        if rows.max() >= len(self.pos_of):
-            grown = np.full(max(int(rows.max()) + 1, 2 * len(self.pos_of)), -1, dtype=np.int64)
-            grown[: len(self.pos_of)] = self.pos_of
-            self.pos_of = grown
+        self.pos_of = _grown(self.pos_of, int(rows.max()) + 1, fill=-1)
         self.retire(rows)
         start, end = self.positions, self.positions + len(rows)
-        if end > len(self._rows):  # grow by doubling: n single adds copy O(n) in all, not O(n^2)
-            cap = max(end, 2 * len(self._rows))
-            self._rows = np.concatenate([self.rows, np.zeros(cap - start, dtype=np.int64)])
-            self._live = np.concatenate([self.live, np.zeros(cap - start, dtype=bool)])
+        self._rows, self._live = _grown(self._rows, end), _grown(self._live, end)
         self.pq.add(np.ascontiguousarray(x, dtype=np.float32))
         self._rows[start:end], self._live[start:end] = rows, True
         self.positions = end
@@ -267,11 +272,7 @@ class BundleIndex:
         """Append rows; storage grows by doubling, so n single adds cost O(n) copies, not O(n^2)."""
         x = np.asarray(x, dtype=np.float32).reshape(-1, self.d)
         need = self._n + len(x)
-        if need > len(self._x):
-            cap = need if not self._n else max(need, 2 * len(self._x), 64)  # a first bulk add: exact size
-            grown, alive = np.zeros((cap, self.d), dtype=np.float32), np.zeros(cap, dtype=bool)
-            grown[: self._n], alive[: self._n] = self.x, self.alive
-            self._x, self._alive = grown, alive
+        self._x, self._alive = _grown(self._x, need), _grown(self._alive, need)
         self._x[self._n : need] = x
         self._alive[self._n : need] = True
         if self.scan is not None:

@@ -337,14 +337,16 @@ def answer_hits(channel, bb, examples: list[Example], mode: str, *, max_new_toke
 def add_text_answers(bb, examples: list[Example], *, max_new_tokens: int, batch_size: int = 8,
                      progress: Callable[[int], None] | None = None) -> None:
     """Set each example's `text_answer`: text mode's greedy answer (the `hybrid` prompt, no prefix)
-    with the end of the turn where it is a hit, [] where it is not."""
+    where it is a hit, [] where it is not. The answer ends the turn only where the model ended it:
+    a reply cut at `max_new_tokens` is trained toward its tokens, not toward stopping there."""
     from .session import is_hit
 
     for i in range(0, len(examples), batch_size):
         chunk = examples[i : i + batch_size]
-        texts = bb.generate_batch([ex.prompts["hybrid"] for ex in chunk], max_new_tokens=max_new_tokens)
-        for ex, t in zip(chunk, texts):
-            ex.text_answer = bb.answer_ids(t) if is_hit(t, ex.keywords, ex.forbidden) else []
+        texts, ended = bb.generate_batch([ex.prompts["hybrid"] for ex in chunk], max_new_tokens=max_new_tokens,
+                                         return_ended=True)
+        for ex, t, e in zip(chunk, texts, ended):
+            ex.text_answer = bb.answer_ids(t, ended=e) if is_hit(t, ex.keywords, ex.forbidden) else []
         if progress:
             progress(len(chunk))
 

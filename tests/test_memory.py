@@ -314,6 +314,24 @@ def test_a_base_model_answer_ends_at_the_end_of_its_line(tiny_backbone_dir):
     assert all("\n" not in t for t in base) and isinstance(chat[0], str)
 
 
+
+def test_generate_batch_says_which_replies_ended_their_turn(tiny_backbone_dir):
+    """A reply cut at the token limit is told apart from one the model ended, and a cut reply's
+    answer ids carry no end of turn."""
+    from ams.backbone import load_backbone
+
+    bb = load_backbone(tiny_backbone_dir)  # private: its end tokens are changed below
+    prompts = [bb.chat_ids("Tell me about my dog."), bb.chat_ids("And my cat?")]
+    with torch.no_grad():
+        first = int(bb.model(input_ids=torch.tensor([prompts[0]])).logits[0, -1].argmax())  # its greedy token
+    _, ended = bb.generate_batch(prompts, max_new_tokens=1, return_ended=True)
+    assert ended[0] is (first in bb._eos_ids)
+    bb._eos_ids = sorted(set(bb._eos_ids) | {first})  # the first row's greedy token now ends a turn
+    _, ended = bb.generate_batch(prompts, max_new_tokens=1, return_ended=True)
+    assert ended[0] is True
+    assert bb.answer_ids("Waffles", ended=False) == bb.tokenize("Waffles")
+    assert bb.answer_ids("Waffles")[-1] == bb.tokenizer.eos_token_id
+
 def test_a_large_set_moves_every_row_to_pq_codes_and_still_finds_them(tmp_path, tiny_backbone_dir):
     cfg = ams.MemoryConfig(kakeya=ams.KakeyaConfig(growth=1.5, pq_min_train=1024,
                                            pq_bytes={"sentence": 16, "salient": 8, "hidden": 8}))

@@ -109,12 +109,13 @@ class HFBackbone:
         starts = [-1 if a < at else min(a - at, len(user_text)) for a, _ in enc["offset_mapping"]]
         return ids, lead + starts
 
-    def answer_ids(self, text: str) -> list[int]:
-        """Token ids of `text` as the model's reply, with the end of its turn: after a chat
-        template's assistant header, else after the plain frame's "Answer:"."""
+    def answer_ids(self, text: str, *, ended: bool = True) -> list[int]:
+        """Token ids of `text` as the model's reply, with the end of its turn unless `ended` is
+        False (a reply cut at the token limit): after a chat template's assistant header, else
+        after the plain frame's "Answer:"."""
         if self.tokenizer.chat_template:
-            return self.tokenize(text) + [self.tokenizer.eos_token_id]
-        return self.tokenize(f" {text}\n")
+            return self.tokenize(text) + ([self.tokenizer.eos_token_id] if ended else [])
+        return self.tokenize(f" {text}\n" if ended else f" {text}")
 
     # -- encoding -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -236,7 +237,8 @@ class HFBackbone:
 
     @torch.no_grad()
     def generate_batch(self, prompts: list[list[int]], *, prefixes: list[Tensor | None] | None = None,
-                       max_new_tokens: int = 64, times: list[list[float] | None] | None = None) -> list[str]:
+                       max_new_tokens: int = 64, times: list[list[float] | None] | None = None,
+                       return_ended: bool = False) -> list[str] | tuple[list[str], list[bool]]:
         """Greedy continuations of several prompts in one batch.
 
         Each row is `[prefix_i; embed(prompt_i)]`, left-padded with the pad token's embedding under
@@ -251,16 +253,19 @@ class HFBackbone:
                 None (the token index); only for backbones that read times (`takes_times`). A
                 row's prefix slots sit just before its first token; new tokens follow its last
                 one a unit apart.
+            return_ended: also return, per row, whether the model ended its turn (an end token)
+                before `max_new_tokens` cut it off.
 
         Returns:
-            B texts, special tokens removed and whitespace stripped.
+            B texts, special tokens removed and whitespace stripped; with `return_ended`, the
+            texts and B flags.
 
         Raises:
             InvalidInput: a row's prompt, prefix and new tokens exceed the backbone's context; times
                 for a backbone that does not read them, or of the wrong length.
         """
         if not prompts:
-            return []
+            return ([], []) if return_ended else []
         prefixes = prefixes if prefixes is not None else [None] * len(prompts)
         if len(prefixes) != len(prompts):
             raise InvalidInput(f"{len(prompts)} prompts but {len(prefixes)} prefixes")
@@ -288,10 +293,14 @@ class HFBackbone:
         )  # (B, new): with inputs_embeds only the new tokens come back
         texts = [self.decode(o.tolist()).strip() for o in out]
         if self.tokenizer.chat_template:  # a chat model ends its turn with an end token
-            return texts
-        # A base model in the "Question: ... Answer:" frame runs on into the next question: its
-        # answer is its first non-empty line (a leading line break is not an answer).
-        return [t.split("\n")[0].strip() for t in texts]
+            ended = torch.isin(out, torch.tensor(self._eos_ids, device=out.device)).any(dim=1).tolist()
+        else:
+            # A base model in the "Question: ... Answer:" frame runs on into the next question:
+            # its answer is its first non-empty line (a leading line break is not an answer).
+            stopped = torch.isin(out, torch.tensor(self._eos_ids, device=out.device)).any(dim=1).tolist()
+            ended = ["\n" in t or s for t, s in zip(texts, stopped)]
+            texts = [t.split("\n")[0].strip() for t in texts]
+        return (texts, ended) if return_ended else texts
 
     def _positions(self, prompts: list[list[int]], prefixes: list[Tensor | None],
                    times: list[list[float] | None]) -> Tensor:

@@ -6,8 +6,8 @@ write(text) -> MiniLM content embedding + backbone encoding (hidden, salient)
                (the FTS5 index of the texts follows by trigger)
             -> the in-memory bundle indexes get the *decoded* vectors
 generate(q) -> the question's point on each bundle -> tree-filtered retrieval fused with the lexical
-               (BM25), speaker, recency and question channels (and, for dialogue turns, specificity
-               and turn context) -> top-k
+               (BM25), speaker, recency and question channels (and, for dialogue turns, specificity,
+               the people a turn names, and turn context) -> top-k
             -> prompt (memory texts in text/flat/hybrid, dialogue turns with their neighbours,
                the whole history in full)
             -> cross-bundle attention over the top-k fibers -> prefix (prefix/hybrid)
@@ -262,9 +262,11 @@ class Memory:
         self._speaker_of: dict[str, int] = {}  # speaker -> small int id
         self._speaker = np.zeros(0, dtype=np.int32)  # (rows,) speaker id, -1 for none
         # each row's content words and the live rows holding each word, for the informativeness
-        # prior of dialogue turns: built from the stored texts on first need (`_word_stats`)
+        # prior of dialogue turns, and the people each row names (`_people`), for the people
+        # channel: built from the stored texts on first need (`_word_stats`)
         self._words: list[frozenset[str]] | None = None
         self._df: Counter[str] | None = None
+        self._people: list[frozenset[tuple[str, ...]]] | None = None
         self._question = np.zeros(0, dtype=np.float32)  # (rows,) 1 for a memory that is a question
         self._flat: tuple | None = None  # (topic index, its version, live rows, FAISS index) of flat mode
         self._ts, self._access = np.zeros(0), np.zeros(0)
@@ -310,6 +312,7 @@ class Memory:
         if self._words is not None:
             words = [_words(r["text"]) for r in rows]
             self._words += words
+            self._people += [_people(r["text"]) for r in rows]
             for w in words:
                 self._df.update(w)
         self._question = np.concatenate([self._question, [float(_is_question(r["text"])) for r in rows]])
@@ -323,13 +326,13 @@ class Memory:
             index.remove(row)
         if self._words is not None:
             self._df.subtract(self._words[row])
-            self._words[row] = frozenset()
+            self._words[row], self._people[row] = frozenset(), frozenset()
 
     def _set_text(self, row: int, text: str) -> None:
         """A row's text changed (an update): its words and question flag follow."""
         if self._words is not None:
             self._df.subtract(self._words[row])
-            self._words[row] = _words(text)
+            self._words[row], self._people[row] = _words(text), _people(text)
             self._df.update(self._words[row])
         self._question[row] = float(_is_question(text))
 
@@ -819,7 +822,7 @@ class Memory:
 
     def _retrieve(self, points: dict[str, np.ndarray], k: int, query: str, now: float, named: dict[str, str]):
         """Top-k rows by the bundles' fused scores plus the channels scored outside them: lexical,
-        speaker, recency, the question penalty, and for dialogue turns specificity and turn context
+        speaker, recency, the question penalty, and for dialogue turns specificity, people and turn context
         (the context bundle's score once more; see `RetrievalConfig.turn_context_weight`)."""
         n = len(self._index["topic"])
         if n == 0:
@@ -844,6 +847,10 @@ class Memory:
             context, q = self._index["context"], points["context"]
             extra["turn context"] = (lambda rows: context.scores(q, rows) * (self._speaker[rows] >= 0),
                                      rc.turn_context_weight)
+            if rc.people_weight > 0:
+                asked = self._asked_about(query, named)
+                extra["people"] = (lambda rows: self._about(rows, asked) * (self._speaker[rows] >= 0),
+                                   rc.people_weight)
         extra["question"] = (lambda rows: -self._question[rows], rc.question_penalty)
         fused, rows, per = fuse(self._index, points, weights, k=min(k, n), candidates=candidates,
                                 extra=extra, propose=propose)
@@ -879,6 +886,27 @@ class Memory:
                     break
         return out
 
+    @staticmethod
+    def _asked_about(query: str, named: dict[str, str]) -> frozenset[str]:
+        """The name words of whoever the query asks about: its speakers' whole names, and every
+        capitalised word after the first ("Where does Gustav Garcia live?" asks about "gustav" and
+        "garcia")."""
+        words = {w for sp in named for w in _words(sp, 1)}
+        words.update(fold(m.group(1)) for m in _NAME_WORD.finditer(query) if m.start() > 0 and m.group(1)[0].isupper())
+        return frozenset(words) - STOPWORDS
+
+    def _about(self, rows: np.ndarray, asked: frozenset[str]) -> np.ndarray:
+        """+1 for a row that names someone the query asks about, -1 for one that names only other
+        people, 0 for one that names no one. "I heard that Gustav Garcia's car is a Mazda", said
+        by Ana, is about Gustav, not about Ana's car."""
+        self._word_stats()
+        out = np.zeros(len(rows), dtype=np.float32)
+        for i, r in enumerate(rows):
+            people = self._people[r]
+            if people:
+                out[i] = 1.0 if any(asked.intersection(p) for p in people) else -1.0
+        return out
+
     def _informative(self, rows: np.ndarray) -> np.ndarray:
         """How specific each row is: the largest IDF of its words over this user's memories, scaled
         to [0, 1]. A turn that holds a fact names something rare (a place, a name, a breed); small
@@ -895,18 +923,18 @@ class Memory:
         return np.clip(out, 0.0, 1.0)
 
     def _word_stats(self) -> tuple[list[frozenset[str]], Counter[str]]:
-        """Each row's content words and every word's count over live rows, read from the stored
-        texts the first time a dialogue question needs them (a fact store never does, and its
+        """Each row's content words and every word's count over live rows (and each row's named
+        people, `self._people`), read from the stored texts the first time a dialogue question needs them (a fact store never does, and its
         reopen skips the 10^5 regex passes). Call inside the transaction that synced the index."""
         if self._words is None:
-            words = [frozenset()] * len(self._ids)
+            words, people = [frozenset()] * len(self._ids), [frozenset()] * len(self._ids)
             df: Counter[str] = Counter()
             for r in self.store.memory_rows(self.user_id):
                 row = self._row_of.get(r["id"])
                 if row is not None and self._index["topic"].alive[row]:
-                    words[row] = _words(r["text"])
+                    words[row], people[row] = _words(r["text"]), _people(r["text"])
                     df.update(words[row])
-            self._words, self._df = words, df
+            self._words, self._df, self._people = words, df, people
         return self._words, self._df
 
     def _retrieve_flat(self, points: dict[str, np.ndarray], k: int) -> list[int]:
@@ -1269,6 +1297,42 @@ def _token_times(starts: list[int], blocks: list[tuple[int, int, float]]) -> lis
 def _words(text: str, min_len: int = 3) -> frozenset[str]:
     """The content words of a text: folded, stopwords and short words left out."""
     return frozenset(w for w in re.findall(r"[^\W_]+", fold(text)) if len(w) >= min_len and w not in STOPWORDS)
+
+
+_NAME_WORD = re.compile(r"(?<![\w'’])([^\W\d_][\w-]*)")  # a word not inside another ("Nils" of "Nils's")
+_TOKEN = re.compile(r"[^\W\d_][\w'’-]*|\S")
+_POSSESSIVE = re.compile(r"([^\W\d_][\w-]*?)(['’]s)?")
+_PRONOUN_I = frozenset({"I", "I'm", "I've", "I'd", "I'll", "I’m", "I’ve", "I’d", "I’ll"})
+# words after a run of capitalised words that do not make it a clause's subject ("... to New York on")
+_NOT_A_VERB = frozenset("""a about above across after again against along among an and around as at before behind
+below beside between beyond but by during for from in into last near next nor of off on onto or out over past since
+so than the then this through till to toward towards under until up upon via when where while with within without
+yet""".split())
+
+
+def _people(text: str) -> frozenset[tuple[str, ...]]:
+    """The people a text names as whose something is or who does something, as folded word
+    tuples: a capitalised possessive ("Gustav Garcia's car", "my sister Anna's dog") or two or
+    more capitalised words that are a clause's subject ("Jorge Costa is an optician", "I heard
+    that Olga Iqbal adopted a puppy"). A surface rule, not a parser: "New York is lovely" counts,
+    "moved to New York" and "rereading Wolf Hall for the fifth time" do not, and neither does a
+    name at the end of a sentence ("nothing beats ramen for Ida Adler")."""
+    out = set()
+    for sentence in re.split(r"(?<=[.!?])\s+|\n", text):
+        run: list[str] = []
+        for t in [*_TOKEN.findall(sentence), "."]:
+            m = _POSSESSIVE.fullmatch(t)
+            if m and t[0].isupper() and t not in _PRONOUN_I:
+                run.append(m.group(1))
+                if m.group(2):  # "Ana's", but not "That's" or "How's"
+                    if len(run) > 1 or fold(run[0]) not in STOPWORDS | {"let"}:
+                        out.add(tuple(fold(w) for w in run))
+                    run = []
+                continue
+            if len(run) >= 2 and t[0].islower() and t.lower() not in _NOT_A_VERB:
+                out.add(tuple(fold(w) for w in run))
+            run = []
+    return frozenset(out)
 
 
 def _is_question(text: str) -> bool:

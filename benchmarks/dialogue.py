@@ -30,18 +30,19 @@ from ams.bench.synthetic import generate_session
 from ams.bench.viability import BenchConfig, run
 
 NO_CHANNELS = {"lexical_weight": 0.0, "speaker_weight": 0.0, "recency_weight": 0.0, "informative_weight": 0.0,
-               "question_penalty": 0.0, "speaker_rewrite": False}
+               "people_weight": 0.0, "question_penalty": 0.0, "speaker_rewrite": False}
 VARIANTS = {  # name -> RetrievalConfig overrides (none of them changes what a store holds)
     "ams, all channels": {},
     "- lexical (FTS5 BM25)": {"lexical_weight": 0.0},
     "- speaker": {"speaker_weight": 0.0},
+    "- people (who a turn names)": {"people_weight": 0.0},
     "- recency": {"recency_weight": 0.0},
     "- informativeness prior": {"informative_weight": 0.0},
     "- question penalty": {"question_penalty": 0.0},
     "- speaker rewrite of the question": {"speaker_rewrite": False},
     "- context bundle": {"context_weight": 0.0, "turn_context_weight": 0.0},
     "- temporal bundle": {"temporal_weight": 0.0},
-    "256 candidates a bundle (default 64)": {"candidates": 256},
+    "64 candidates a bundle (default 256)": {"candidates": 64},
     "dense bundles only": {**NO_CHANNELS},
     "before the channels (dense, context 0.25)": {**NO_CHANNELS, "turn_context_weight": 0.0},
     "topic bundle only": {**NO_CHANNELS, "context_weight": 0.0, "turn_context_weight": 0.0, "temporal_weight": 0.0},

@@ -129,6 +129,43 @@ class TestRetrieval:
         assert fresh_store.search("Where does Ana live these days?", k=1)[0].text == "I live in Porto these days"
 
 
+    def test_a_turn_about_someone_else_is_not_about_its_speaker(self, fresh_store):
+        aside, own = "I heard that Gustav Garcia's car is a red Mazda.", "I drive an old Renault"
+        ids = fresh_store.add_messages([
+            {"role": "user", "name": "Ana", "content": aside},
+            {"role": "user", "name": "Ben", "content": "Ana's car is always spotless"},
+            {"role": "user", "name": "Ana", "content": own}], session="s")
+        hits = fresh_store.search("What car does Ana drive?", k=3)
+        about_ana = {h.text: h for h in hits}
+        assert about_ana[aside].scores["people"] == -1.0  # names only someone the question does not
+        assert about_ana["Ana's car is always spotless"].scores["people"] == 1.0  # names Ana
+        assert about_ana[own].scores["people"] == 0.0
+        # without the channel the aside ranks second: its speaker is Ana and it is about a car
+        assert [h.text for h in hits] == [own, "Ana's car is always spotless", aside]
+        hit = fresh_store.search("What car does Gustav Garcia drive?", k=1)[0]
+        assert hit.text == aside and hit.scores["people"] == 1.0
+        # an update changes whom the turn is about
+        fresh_store.update(ids[0], "I heard that cars are expensive now.")
+        hit = next(h for h in fresh_store.search("What car does Ana drive?", k=3) if h.id == ids[0])
+        assert hit.scores["people"] == 0.0
+
+    @pytest.mark.parametrize("text, people", [
+        ("I heard that Gustav Garcia's car is a Mazda.", {("gustav", "garcia")}),
+        ("Oh btw, Elio Quinn practises Finnish with an app.", {("elio", "quinn")}),
+        ("Jorge Costa is an optician.", {("jorge", "costa")}),
+        ("my sister Anna's dog is called Rex", {("anna",)}),
+        ("That's great! How's the dog? Let's go", set()),
+        ("We flew to New York on Monday", set()),
+        ("Rereading Wolf Hall for the fifth time", set()),
+        ("My dog Biscuit chewed my shoes again", set()),
+        ("I'm fine, I'll call Ana later", set()),
+        ("Zoë Çelik's café is open", {("zoe", "celik")}),
+    ])
+    def test_people_a_turn_names(self, text, people):
+        from ams.memory import _people
+
+        assert _people(text) == people
+
 class TestAnswerContext:
     def test_a_turn_is_shown_with_its_neighbours_once(self, store_path, tiny_backbone_dir):
         with ams.Memory.open(store_path, backbone=tiny_backbone_dir) as mem:

@@ -892,7 +892,8 @@ class Memory:
         capitalised word after the first ("Where does Gustav Garcia live?" asks about "gustav" and
         "garcia")."""
         words = {w for sp in named for w in _words(sp, 1)}
-        words.update(fold(m.group(1)) for m in _NAME_WORD.finditer(query) if m.start() > 0 and m.group(1)[0].isupper())
+        words.update(fold(m.group(1)) for m in _NAME_WORD.finditer(query)
+                     if m.start() > 0 and m.group(1)[0].isupper())
         return frozenset(words) - STOPWORDS
 
     def _about(self, rows: np.ndarray, asked: frozenset[str]) -> np.ndarray:
@@ -924,8 +925,9 @@ class Memory:
 
     def _word_stats(self) -> tuple[list[frozenset[str]], Counter[str]]:
         """Each row's content words and every word's count over live rows (and each row's named
-        people, `self._people`), read from the stored texts the first time a dialogue question needs them (a fact store never does, and its
-        reopen skips the 10^5 regex passes). Call inside the transaction that synced the index."""
+        people, `self._people`), read from the stored texts the first time a dialogue question
+        needs them (a fact store never does, and its reopen skips the 10^5 regex passes). Call
+        inside the transaction that synced the index."""
         if self._words is None:
             words, people = [frozenset()] * len(self._ids), [frozenset()] * len(self._ids)
             df: Counter[str] = Counter()
@@ -1302,6 +1304,7 @@ def _words(text: str, min_len: int = 3) -> frozenset[str]:
 _NAME_WORD = re.compile(r"(?<![\w'’])([^\W\d_][\w-]*)")  # a word not inside another ("Nils" of "Nils's")
 _TOKEN = re.compile(r"[^\W\d_][\w'’-]*|\S")
 _POSSESSIVE = re.compile(r"([^\W\d_][\w-]*?)(['’]s)?")
+_CONTRACTED = STOPWORDS | {"let"}  # "That's", "How's", "Let's": not possessives
 _PRONOUN_I = frozenset({"I", "I'm", "I've", "I'd", "I'll", "I’m", "I’ve", "I’d", "I’ll"})
 # words after a run of capitalised words that do not make it a clause's subject ("... to New York on")
 _NOT_A_VERB = frozenset("""a about above across after again against along among an and around as at before behind
@@ -1325,7 +1328,7 @@ def _people(text: str) -> frozenset[tuple[str, ...]]:
             if m and t[0].isupper() and t not in _PRONOUN_I:
                 run.append(m.group(1))
                 if m.group(2):  # "Ana's", but not "That's" or "How's"
-                    if len(run) > 1 or fold(run[0]) not in STOPWORDS | {"let"}:
+                    if len(run) > 1 or fold(run[0]) not in _CONTRACTED:
                         out.add(tuple(fold(w) for w in run))
                     run = []
                 continue

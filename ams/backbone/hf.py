@@ -292,13 +292,11 @@ class HFBackbone:
             temperature=None, top_p=None, top_k=None, **extra,
         )  # (B, new): with inputs_embeds only the new tokens come back
         texts = [self.decode(o.tolist()).strip() for o in out]
-        if self.tokenizer.chat_template:  # a chat model ends its turn with an end token
-            ended = torch.isin(out, torch.tensor(self._eos_ids, device=out.device)).any(dim=1).tolist()
-        else:
-            # A base model in the "Question: ... Answer:" frame runs on into the next question:
-            # its answer is its first non-empty line (a leading line break is not an answer).
-            stopped = torch.isin(out, torch.tensor(self._eos_ids, device=out.device)).any(dim=1).tolist()
-            ended = ["\n" in t or s for t, s in zip(texts, stopped)]
+        ended = torch.isin(out, torch.tensor(self._eos_ids, device=out.device)).any(dim=1).tolist()
+        if not self.tokenizer.chat_template:  # a chat model ends its turn with an end token; a base
+            # model in the "Question: ... Answer:" frame runs on into the next question: its answer
+            # is its first non-empty line (a leading line break is not an answer)
+            ended = ["\n" in t or e for t, e in zip(texts, ended)]
             texts = [t.split("\n")[0].strip() for t in texts]
         return (texts, ended) if return_ended else texts
 

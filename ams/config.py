@@ -77,11 +77,13 @@ class RetrievalConfig(_Frozen):
         32, ge=1, description="Nodes kept per level by the tree's beam search (8 found 72% of the exact top-10 "
         "on 10,000 real sentence vectors, 32 found 98%).",
     )
-    candidates: int = Field(
-        256, ge=1, description="Candidates each bundle's index hands to fusion, where every channel scores "
-        "them: a dialogue turn that dense scores alone rank low (\"yes, Bhutan, finally\") needs to be in the "
-        "pool for the speaker and people channels to lift it (64 found the gold turn in the top 5 for 66% of "
-        "the `train` dialogue questions, 256 for 74%).",
+    candidates: int = Field(64, ge=1, description="Candidates each bundle's index hands to fusion.")
+    dialogue_candidates: int = Field(
+        256, ge=1, description="Candidates each bundle hands to fusion in a store that holds dialogue turns "
+        "(memories with a speaker), where the channels matter most: a turn that dense scores alone rank low "
+        "(\"yes, Bhutan, finally\") needs to be in the pool for the speaker and people channels to lift it (64 "
+        "found the gold turn in the top 5 for 66% of the `train` dialogue questions, 256 for 74%). Fact stores "
+        "keep `candidates`: at 10^5 memories the wider pool costs fused retrieval 0.7 to 1.7 ms (BENCHMARKS.md, Scale).",
     )
     lexical_weight: float = Field(
         0.1, ge=0, description="Weight of the lexical channel (SQLite FTS5 BM25 over the texts, scaled so the "

@@ -829,7 +829,7 @@ class Memory:
             return [], np.zeros(0), {b: np.zeros(0) for b in BUNDLES}
         rc = self.config.retrieval
         weights = {"topic": rc.topic_weight, "context": rc.context_weight, "temporal": rc.temporal_weight}
-        candidates = max(rc.candidates, k)
+        candidates = max(rc.dialogue_candidates if self._speaker_of else rc.candidates, k)
         extra, propose = {}, None
         if rc.lexical_weight > 0:
             lexical, propose = self._lexical(query, candidates, named)

@@ -42,7 +42,7 @@ VARIANTS = {  # name -> RetrievalConfig overrides (none of them changes what a s
     "- speaker rewrite of the question": {"speaker_rewrite": False},
     "- context bundle": {"context_weight": 0.0, "turn_context_weight": 0.0},
     "- temporal bundle": {"temporal_weight": 0.0},
-    "64 candidates a bundle (default 256)": {"candidates": 64},
+    "64 candidates a bundle (default 256)": {"dialogue_candidates": 64},
     "dense bundles only": {**NO_CHANNELS},
     "before the channels (dense, context 0.25)": {**NO_CHANNELS, "turn_context_weight": 0.0},
     "topic bundle only": {**NO_CHANNELS, "context_weight": 0.0, "turn_context_weight": 0.0, "temporal_weight": 0.0},

@@ -219,25 +219,25 @@ def index_mode(n: int) -> dict:
     points = [{"topic": q, "context": q, "temporal": tq} for q in xq]  # no session: context point = own
     weights = {"topic": rc.topic_weight, "context": rc.context_weight, "temporal": rc.temporal_weight}
     out["fused"] = []
-    for method in ("scan", "tree"):
+    for method, candidates in (("scan", rc.candidates), ("scan", rc.dialogue_candidates), ("tree", rc.candidates)):
         index = {b: BundleIndex(k.shape[1], exact_below=rc.exact_below, method=method, rerank=rc.rerank,
                                 branching=rc.branching, leaf_size=rc.leaf_size, beam=rc.beam) for b, k in keys.items()}
         for b, k in keys.items():
             index[b].add(k)
         t = time.time()
-        fuse(index, points[0], weights, k=10, candidates=rc.candidates)
+        fuse(index, points[0], weights, k=10, candidates=candidates)
         build_s = time.time() - t
         lat, rec, exact_lat = [], [], []
         for p in points:
             t = time.perf_counter()
-            _, rows, _ = fuse(index, p, weights, k=10, candidates=rc.candidates)
+            _, rows, _ = fuse(index, p, weights, k=10, candidates=candidates)
             lat.append(time.perf_counter() - t)
             t = time.perf_counter()
             total = sum(w * (keys[b] @ p[b]) for b, w in weights.items())
             kth = np.partition(-total, 9)[9]
             exact_lat.append(time.perf_counter() - t)
             rec.append(tie_recall(rows, total, -kth))
-        out["fused"].append({"first_stage": method, "build_s": round(build_s, 2), **pct(lat),
+        out["fused"].append({"first_stage": method, "candidates": candidates, "build_s": round(build_s, 2), **pct(lat),
                              "recall_at_10": round(float(np.mean(rec)), 4), "exact_numpy": pct(exact_lat)})
         print(out["fused"][-1], flush=True)
     return out

@@ -149,6 +149,19 @@ class TestRetrieval:
         hit = next(h for h in fresh_store.search("What car does Ana drive?", k=3) if h.id == ids[0])
         assert hit.scores["people"] == 0.0
 
+    def test_a_store_with_dialogue_turns_hands_fusion_the_wider_pool(self, fresh_store, monkeypatch):
+        import ams.memory
+
+        asked = []
+        real = ams.memory.fuse
+        monkeypatch.setattr(ams.memory, "fuse", lambda *a, **kw: asked.append(kw["candidates"]) or real(*a, **kw))
+        rc = fresh_store.config.retrieval
+        fresh_store.write("I live in Porto")
+        fresh_store.search("Where do I live?")
+        fresh_store.add_messages([{"role": "user", "name": "Ana", "content": "I live in Graz"}])
+        fresh_store.search("Where does Ana live?")
+        assert asked == [rc.candidates, rc.dialogue_candidates] and rc.candidates < rc.dialogue_candidates
+
     @pytest.mark.parametrize("text, people", [
         ("I heard that Gustav Garcia's car is a Mazda.", {("gustav", "garcia")}),
         ("Oh btw, Elio Quinn practises Finnish with an app.", {("elio", "quinn")}),

@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from scale import facts_and_questions
 
 import ams
+from ams.bench.tiny import tiny_llama
 
 STAGES = {  # profiled function -> stage name
     "memory_rows": "read memory rows (checksums verified)",
@@ -37,23 +37,6 @@ STAGES = {  # profiled function -> stage name
 }
 
 
-def tiny_backbone(where: Path) -> str:
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from ams.backbone.registry import _cached_gguf, shipped_gguf_path
-
-    if not (where / "config.json").exists():
-        tok = AutoTokenizer.from_pretrained(_cached_gguf(shipped_gguf_path("smollm2-135m-instruct"),
-                                                         key="smollm2-135m-instruct"))
-        torch.manual_seed(0)
-        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
-        LlamaForCausalLM(cfg).save_pretrained(where)
-        tok.save_pretrained(where)
-    return str(where)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, required=True)
@@ -61,7 +44,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     path = args.store or Path(tempfile.mkdtemp()) / "reopen.db"
-    backbone = tiny_backbone(path.parent / "tiny-backbone")
+    backbone = tiny_llama(path.parent / "tiny-backbone")
     items, questions = facts_and_questions(args.n)
     out: dict = {"n": args.n}
     if not path.exists():

@@ -15,21 +15,9 @@ import torch
 @pytest.fixture(scope="session")
 def tiny_backbone_dir(tmp_path_factory) -> str:
     """A 2-layer, 64-wide Llama with SmolLM2's tokenizer and chat template, random weights (seed 0)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from ams.bench.tiny import tiny_llama
 
-    from ams.backbone.registry import _cached_gguf, shipped_gguf_path
-
-    tok = AutoTokenizer.from_pretrained(_cached_gguf(shipped_gguf_path("smollm2-135m-instruct"),
-                                                     key="smollm2-135m-instruct"))
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
-    model = LlamaForCausalLM(cfg)
-    out = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return str(out)
+    return tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="session")

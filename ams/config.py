@@ -82,7 +82,7 @@ class RetrievalConfig(_Frozen):
         256, ge=1, description="Candidates each bundle hands to fusion in a store that holds dialogue turns "
         "(memories with a speaker), where the channels matter most: a turn that dense scores alone rank low "
         "(\"yes, Bhutan, finally\") needs to be in the pool for the speaker and people channels to lift it (64 "
-        "found the gold turn in the top 5 for 66% of the `train` dialogue questions, 256 for 74%). Fact stores "
+        "found the gold turn in the top 5 for 63% of the `train` dialogue questions, 256 for 73%). Fact stores "
         "keep `candidates`: at 10^5 memories the wider pool costs fused retrieval 0.7 to 1.7 ms (BENCHMARKS.md, Scale).",
     )
     lexical_weight: float = Field(

@@ -10,6 +10,8 @@ gold turn for AMS retrieval with every channel, with one channel removed at a ti
 bundles alone, and FAISS cosine over the turn embeddings (what `flat` mode retrieves).
 `answers` runs the session-viability benchmark's modes on the same transcripts and sweeps
 `neighbour_turns` (how much of a retrieved turn's conversation the reader sees) for text mode.
+`retrieval --sweep FIELD=V1,V2,...` measures one `RetrievalConfig` field's values instead of the
+ablations, on top of any `--set FIELD=VALUE`: how the channel weights were chosen on `train`.
 `plot` draws an `answers` report: hit-rate against prompt tokens, one point per mode and per
 neighbour setting.
 """
@@ -80,7 +82,20 @@ def _recall(path: Path, session, fact_of, config: ams.MemoryConfig, method: str,
     return r1 / n, r5 / n
 
 
+def _setting(text: str) -> tuple[str, list]:
+    """`FIELD=V1,V2,...` of RetrievalConfig, values parsed as JSON ("0.6", "64", "false")."""
+    field, _, values = text.partition("=")
+    if field not in ams.RetrievalConfig.model_fields or not values:
+        raise argparse.ArgumentTypeError(f"expected FIELD=V1,V2,... of RetrievalConfig, got {text!r}")
+    return field, [json.loads(v) for v in values.split(",")]
+
+
 def retrieval(args) -> dict:
+    variants = VARIANTS
+    if args.sweep:  # one field swept instead of the ablations, each on top of --set
+        field, values = args.sweep
+        variants = {f"{field}={v}": {field: v} for v in values}
+    fixed = {field: values[0] for field, values in args.set}
     rows = []
     for n in args.n:
         for seed in args.seeds:
@@ -90,8 +105,8 @@ def retrieval(args) -> dict:
             with tempfile.TemporaryDirectory() as tmp:
                 base, path = ams.MemoryConfig(), Path(tmp) / "store.db"
                 fact_of, rate = _write(path, session, base)
-                for name, over in VARIANTS.items():
-                    cfg = base.model_copy(update={"retrieval": base.retrieval.model_copy(update=over)})
+                for name, over in variants.items():
+                    cfg = base.model_copy(update={"retrieval": base.retrieval.model_copy(update={**fixed, **over})})
                     rows.append({"n": n, "seed": seed, "variant": name,
                                  **dict(zip(("r1", "r5"), _recall(path, session, fact_of, cfg, "ams", now)))})
                 rows.append({"n": n, "seed": seed, "variant": FLAT,
@@ -100,7 +115,7 @@ def retrieval(args) -> dict:
                       file=sys.stderr, flush=True)
     table = []
     for n in args.n:
-        for name in [*VARIANTS, FLAT]:
+        for name in [*variants, FLAT]:
             sel = [r for r in rows if r["n"] == n and r["variant"] == name]
             table.append({"n": n, "variant": name, "recall_at_1": round(statistics.mean(r["r1"] for r in sel), 3),
                           "recall_at_5": round(statistics.mean(r["r5"] for r in sel), 3)})
@@ -179,6 +194,10 @@ def main() -> None:
     p.add_argument("--k", type=int, default=3, help="turns retrieved per question (answers)")
     p.add_argument("--modes", type=lambda s: s.split(","), default=["full", "flat", "text", "hybrid", "none", "oracle"])
     p.add_argument("--neighbours", type=_ints, default=[0, 1, 2], help="neighbour_turns values swept (answers)")
+    p.add_argument("--sweep", type=_setting, help="retrieval: FIELD=V1,V2,... of RetrievalConfig, swept instead "
+                   "of the ablations (e.g. people_weight=0,0.3,0.6)")
+    p.add_argument("--set", type=_setting, action="append", default=[],
+                   help="retrieval: FIELD=VALUE of RetrievalConfig under every variant (repeatable)")
     p.add_argument("--json", default=None)
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()

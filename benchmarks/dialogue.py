@@ -95,7 +95,7 @@ def retrieval(args) -> dict:
     if args.sweep:  # one field swept instead of the ablations, each on top of --set
         field, values = args.sweep
         variants = {f"{field}={v}": {field: v} for v in values}
-    fixed = {field: values[0] for field, values in args.set}
+    fixed = {field: value for field, (value,) in args.set}
     rows = []
     for n in args.n:
         for seed in args.seeds:
@@ -201,6 +201,8 @@ def main() -> None:
     p.add_argument("--json", default=None)
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
+    if any(len(values) != 1 for _, values in args.set):
+        p.error("--set takes one value: FIELD=VALUE")
     if args.what == "plot":
         if not args.report:
             p.error("plot needs the answers report")

@@ -12,6 +12,7 @@ bundles alone, and FAISS cosine over the turn embeddings (what `flat` mode retri
 `neighbour_turns` (how much of a retrieved turn's conversation the reader sees) for text mode.
 `retrieval --sweep FIELD=V1,V2,...` measures one `RetrievalConfig` field's values instead of the
 ablations, on top of any `--set FIELD=VALUE`: how the channel weights were chosen on `train`.
+`people` counts the turns the people channel's detector marks, by kind (gold, asides, other).
 `plot` draws an `answers` report: hit-rate against prompt tokens, one point per mode and per
 neighbour setting.
 """
@@ -88,6 +89,27 @@ def _setting(text: str) -> tuple[str, list]:
     if field not in ams.RetrievalConfig.model_fields or not values:
         raise argparse.ArgumentTypeError(f"expected FIELD=V1,V2,... of RetrievalConfig, got {text!r}")
     return field, [json.loads(v) for v in values.split(",")]
+
+
+def people(args) -> dict:
+    """How the people channel's detector (`ams.memory._people`) marks each kind of turn: the gold
+    turns, the asides about other people (the generator's ASIDE templates) and everything else."""
+    from ams.bench.dialogue import ASIDE
+    from ams.memory import _people
+
+    openers = tuple(t.split("{f}")[0].lower() for t in ASIDE)
+    counts = {kind: {"turns": 0, "flagged": 0} for kind in ("gold", "aside", "other")}
+    for n in args.n:
+        for seed in args.seeds:
+            session = generate_dialogue(n, seed=seed, split=args.split, n_queries=args.queries)
+            gold = {fid for q in session.queries for fid in q.fact_ids}
+            for f in session.facts:
+                kind = "gold" if f.id in gold else "aside" if f.text.lower().startswith(openers) else "other"
+                counts[kind]["turns"] += 1
+                counts[kind]["flagged"] += bool(_people(f.text))
+    for kind, c in counts.items():
+        print(f"{kind:<6} {c['flagged']:>5} of {c['turns']:>5} turns name someone as possessor or subject")
+    return {"benchmark": "dialogue-people", "split": args.split, "seeds": args.seeds, "n": args.n, "counts": counts}
 
 
 def retrieval(args) -> dict:
@@ -182,7 +204,7 @@ def plot(report_path: str, out: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("retrieval", "answers", "plot"))
+    p.add_argument("what", choices=("retrieval", "answers", "people", "plot"))
     p.add_argument("report", nargs="?", help="plot: the answers report (JSON) to draw")
     p.add_argument("--out", default="dialogue_answers.png", help="plot: the PNG to write")
     p.add_argument("--session", default="dialogue", choices=("dialogue", "synthetic"),
@@ -208,7 +230,7 @@ def main() -> None:
             p.error("plot needs the answers report")
         plot(args.report, args.out)
         return
-    report = retrieval(args) if args.what == "retrieval" else answers(args)
+    report = {"retrieval": retrieval, "answers": answers, "people": people}[args.what](args)
     report["command"] = "python " + " ".join(sys.argv)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, ensure_ascii=False))

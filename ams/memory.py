@@ -55,7 +55,7 @@ from .errors import (
 from .kakeya import KakeyaCodec, KakeyaRegistry, default_sets
 from .retrieval import BundleIndex, FlatIndex, fuse
 from .session import fold
-from .store import Store, busy_error
+from .store import Store, busy_error, unpack
 from .types import MODES, Generation, Hit, MemoryRecord
 
 FIELDS = ("content", "context", "salient", "hidden")  # the per-memory vectors the registry codes
@@ -247,9 +247,8 @@ class Memory:
             self._event = self.store.last_event_id()
             self._codec_keys = set()
             self._load_codecs(self.store.codec_keys())
-            rows = self.store.memory_rows(self.user_id)
-            content = self._decoded(self.store.vectors(self.user_id, "content"), "content")
-            context = self._decoded(self.store.vectors(self.user_id, "context"), "context")
+            rows = self.store.memory_columns(self.user_id)
+            content, context = (self._decoded_stored(rows["id"], field) for field in ("content", "context"))
         rc = self.config.retrieval
         tree = dict(exact_below=rc.exact_below, method=rc.index, rerank=rc.rerank, branching=rc.branching,
                     leaf_size=rc.leaf_size, beam=rc.beam)
@@ -270,8 +269,6 @@ class Memory:
         self._question = np.zeros(0, dtype=np.float32)  # (rows,) 1 for a memory that is a question
         self._flat: tuple | None = None  # (topic index, its version, live rows, FAISS index) of flat mode
         self._ts, self._access = np.zeros(0), np.zeros(0)
-        if rows and (len(content) != len(rows) or len(context) != len(rows)):
-            raise StoreCorrupted("a memory is missing its content or context vector")
         self._append(rows, content, context)
 
     def _recoding(self, new_keys: set[tuple[str, int]]) -> bool:
@@ -295,31 +292,33 @@ class Memory:
                 self.registry.load(set_name, version, trained_at, data)
         self._codec_keys |= keys
 
-    def _append(self, rows: list[dict], content: np.ndarray, context: np.ndarray) -> None:
-        """Add stored rows, in write order, with their decoded content and context vectors."""
-        if not rows:
+    def _append(self, rows: dict[str, list], content: np.ndarray, context: np.ndarray) -> None:
+        """Add stored rows, in write order, given as columns (`Store.memory_columns`), with their
+        decoded content and context vectors."""
+        if not rows["id"]:
             return
-        for r in rows:
-            if r["session"] is not None:
-                self._by_session.setdefault(r["session"], []).append(len(self._ids))
-            self._row_of[r["id"]] = len(self._ids)
-            self._ids.append(r["id"])
-        ts = np.array([r["ts"] for r in rows], dtype=np.float64)
+        start = len(self._ids)
+        for i, session in enumerate(rows["session"]):
+            if session is not None:
+                self._by_session.setdefault(session, []).append(start + i)
+        self._row_of.update(zip(rows["id"], range(start, start + len(rows["id"]))))
+        self._ids += rows["id"]
+        ts = np.array(rows["ts"], dtype=np.float64)
         self._ts = np.concatenate([self._ts, ts])
-        spk = [-1 if r.get("speaker") is None else self._speaker_of.setdefault(r["speaker"], len(self._speaker_of))
-               for r in rows]
+        spk = [-1 if s is None else self._speaker_of.setdefault(s, len(self._speaker_of)) for s in rows["speaker"]]
         self._speaker = np.concatenate([self._speaker, np.array(spk, dtype=np.int32)])
+        texts = rows["text"]
         if self._words is not None:
-            words = [_words(r["text"]) for r in rows]
+            words = [_words(t) for t in texts]
             self._words += words
-            self._people += [_people(r["text"]) for r in rows]
+            self._people += [_people(t) for t in texts]
             for w in words:
                 self._df.update(w)
-        self._question = np.concatenate([self._question, [float(_is_question(r["text"])) for r in rows]])
-        self._access = np.concatenate([self._access, [float(r.get("access_count") or 0) for r in rows]])
+        self._question = np.concatenate([self._question, [float(_is_question(t)) for t in texts]])
+        self._access = np.concatenate([self._access, np.array(rows["access_count"], dtype=np.float64)])
         self._index["temporal"].add(self.temporal.encode(ts, now=0.0, access_count=np.zeros(len(ts))).dirn.numpy())
-        self._index["topic"].add(self._dirn(self.topic, content))
-        self._index["context"].add(self._dirn(self.context, context))
+        self._index["topic"].add(self._dirn(self.topic, content), copy=False)
+        self._index["context"].add(self._dirn(self.context, context), copy=False)
 
     def _forget_row(self, row: int) -> None:
         for index in self._index.values():
@@ -366,9 +365,8 @@ class Memory:
             if m in self._row_of and self._index["topic"].alive[self._row_of[m]]:
                 self._forget_row(self._row_of[m])
         if new:
-            rows = self.store.memory_rows_by_id(self.user_id, new)
-            ids = [r["id"] for r in rows]
-            self._append(rows, self._fetch(ids, "content"), self._fetch(ids, "context"))
+            rows = _columns(self.store.memory_rows_by_id(self.user_id, new))
+            self._append(rows, self._fetch(rows["id"], "content"), self._fetch(rows["id"], "context"))
         changed = [m for m in changed if m in self._row_of]
         if changed:
             for r in self.store.memory_rows_by_id(self.user_id, changed):
@@ -391,6 +389,36 @@ class Memory:
             vecs = stacked.astype(np.float32) if version == 0 else self._decode(field, int(version), stacked)
             if out is None:
                 out = np.empty((len(items), vecs.shape[1]), dtype=np.float32)
+            elif vecs.shape[1] != out.shape[1]:
+                raise StoreCorrupted(f"vectors of {field!r} differ in width between codec versions")
+            out[idx] = vecs
+        return out
+
+    def _decoded_stored(self, ids: list[str], field: str) -> np.ndarray:
+        """The decoded `field` vectors of this user's memories `ids` (all of them, in write order),
+        read in one query: a code version's rows are joined into one array, not one per row."""
+        got, versions, data = self.store.vector_columns(self.user_id, field)
+        if got != ids:
+            raise StoreCorrupted(f"a memory is missing its {field!r} vector")
+        if not ids:
+            return np.zeros((0, 0), dtype=np.float32)
+        versions = np.array(versions, dtype=np.int64)
+        out: np.ndarray | None = None
+        single = versions.min() == versions.max()  # the usual case: decode straight into the result
+        for version in np.unique(versions):
+            idx = np.flatnonzero(versions == version)
+            if version == 0:
+                vecs = self._decoded([(ids[i], 0, unpack(data[i])) for i in idx], field)
+            else:
+                size = len(data[idx[0]])
+                joined = b"".join([data[i] for i in idx])
+                if len(joined) != size * len(idx):
+                    raise StoreCorrupted(f"vectors of {field!r} coded by version {version} differ in length")
+                vecs = self._decode(field, int(version), np.frombuffer(joined, dtype=np.uint8).reshape(len(idx), size))
+            if single:
+                return np.ascontiguousarray(vecs, dtype=np.float32)
+            if out is None:
+                out = np.empty((len(ids), vecs.shape[1]), dtype=np.float32)
             elif vecs.shape[1] != out.shape[1]:
                 raise StoreCorrupted(f"vectors of {field!r} differ in width between codec versions")
             out[idx] = vecs
@@ -469,7 +497,7 @@ class Memory:
         if recoded:
             self._load()  # stored rows were re-coded: read back what inference must use, the decoded fields
         else:
-            self._append(rows, stored["content"], stored["context"])
+            self._append(_columns(rows), stored["content"], stored["context"])
             self._event = event
         return [r["id"] for r in rows]
 
@@ -1380,6 +1408,13 @@ def _positive_int(v: Any, name: str) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise InvalidInput(f"{name} must be a positive int, got {v!r}")
     return v
+
+
+def _columns(rows: list[dict]) -> dict[str, list]:
+    """Memory rows (`Store.memory_rows`) as the columns `Store.memory_columns` returns."""
+    cols = {k: [r.get(k) for r in rows] for k in ("id", "text", "ts", "session", "speaker")}
+    cols["access_count"] = [r.get("access_count") or 0 for r in rows]  # a row being written has none yet
+    return cols
 
 
 def _record(row: dict) -> MemoryRecord:

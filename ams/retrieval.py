@@ -123,8 +123,9 @@ def _grown(a: np.ndarray, n: int, fill: int = 0) -> np.ndarray:
     empty array gets exactly `n`), the new entries set to `fill`."""
     if n <= len(a):
         return a
-    out = np.full((max(n, 2 * len(a)), *a.shape[1:]), fill, dtype=a.dtype)
+    out = np.empty((max(n, 2 * len(a)), *a.shape[1:]), dtype=a.dtype)  # written once, not filled first
     out[: len(a)] = a
+    out[len(a) :] = fill
     return out
 
 
@@ -268,12 +269,18 @@ class BundleIndex:
     def __len__(self) -> int:
         return self._live
 
-    def add(self, x: np.ndarray) -> None:
-        """Append rows; storage grows by doubling, so n single adds cost O(n) copies, not O(n^2)."""
+    def add(self, x: np.ndarray, *, copy: bool = True) -> None:
+        """Append rows; storage grows by doubling, so n single adds cost O(n) copies, not O(n^2).
+        `copy=False` hands `x` over: an empty index keeps it as its storage, where a copy of a
+        store's 10^5 keys is a 154 MB allocation (about 0.3 s of first-touch page faults here)."""
         x = np.asarray(x, dtype=np.float32).reshape(-1, self.d)
         need = self._n + len(x)
-        self._x, self._alive = _grown(self._x, need), _grown(self._alive, need)
-        self._x[self._n : need] = x
+        if not copy and not len(self._x) and x.flags.c_contiguous and x.flags.writeable:
+            self._x = x
+        else:
+            self._x = _grown(self._x, need)
+            self._x[self._n : need] = x
+        self._alive = _grown(self._alive, need)
         self._alive[self._n : need] = True
         if self.scan is not None:
             self.scan.add(np.arange(self._n, need), x)

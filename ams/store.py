@@ -122,15 +122,20 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
 ]
 
 
+# json.dumps(..., ensure_ascii=False) builds a new encoder on every call; opening a 10^5-row
+# store checks 10^5 rows, so the encoder is made once
+_json_text = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def row_crc(memory_id, user_id, text, ts, session, role, meta, speaker=None) -> int:
     """CRC-32 of a memory row's user-visible fields (meta as its stored JSON text). A row without a
     speaker checksums as schema 002 did, so older rows keep their checksums."""
     fields = [memory_id, user_id, text, ts, session, role, meta] + ([] if speaker is None else [speaker])
-    return zlib.crc32(json.dumps(fields, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    return zlib.crc32(_json_text(fields).encode("utf-8", "surrogatepass"))
 
 
 def _crc(data) -> int:
-    return zlib.crc32(bytes(data))
+    return zlib.crc32(data)
 
 
 def pack(array: np.ndarray) -> bytes:
@@ -302,6 +307,20 @@ class Store:
         )
         return [self._row(cur, r) for r in cur.fetchall()]
 
+    def memory_columns(self, user_id: str) -> dict[str, list]:
+        """This user's memories as columns (id, ts, session, speaker, text, access_count), in write
+        order, every row checked against its checksum: what opening a store reads, without a dict
+        per row (10^5 rows a second faster than `memory_rows`)."""
+        rows = self.db.execute(
+            "SELECT id, user_id, text, ts, session, role, meta, speaker, access_count, checksum FROM memories"
+            " WHERE user_id = ? ORDER BY seq", [user_id]).fetchall()
+        for r in rows:
+            if r[9] != row_crc(*r[:8]):
+                raise StoreCorrupted(f"memory {r[0]!r} fails its checksum: the file was damaged")
+        cols = list(zip(*rows)) or [()] * 10
+        return {"id": list(cols[0]), "text": list(cols[2]), "ts": list(cols[3]), "session": list(cols[4]),
+                "speaker": list(cols[7]), "access_count": list(cols[8])}
+
     def memory_rows_by_id(self, user_id: str, memory_ids: list[str]) -> list[dict]:
         """This user's rows among `memory_ids`, in write order (ids of others or deleted are skipped)."""
         out: list[dict] = []
@@ -428,6 +447,18 @@ class Store:
             sql += " AND v.version = ?"
             args.append(version)
         return [(r[0], r[1], _unpack_checked(r)) for r in self.db.execute(sql + " ORDER BY m.seq", args)]
+
+    def vector_columns(self, user_id: str, field: str) -> tuple[list[str], list[int], list[bytes]]:
+        """(memory ids, versions, data) of one field of this user's memories, in write order, every
+        row checked against its checksum; the data left as stored (see `vectors`)."""
+        rows = self.db.execute(
+            "SELECT v.memory_id, v.version, v.data, v.checksum FROM vectors v JOIN memories m ON m.id = v.memory_id"
+            " WHERE v.field = ? AND m.user_id = ? ORDER BY m.seq", [field, user_id]).fetchall()
+        ids, versions, data, sums = (list(c) for c in zip(*rows)) if rows else ([], [], [], [])
+        for i, crc in enumerate(map(zlib.crc32, data)):
+            if crc != sums[i]:
+                raise StoreCorrupted(f"a vector of memory {ids[i]!r} fails its checksum: the file was damaged")
+        return ids, versions, data
 
     def vectors_for(self, memory_ids: list[str], field: str) -> dict[str, tuple[int, np.ndarray]]:
         marks = ",".join("?" * len(memory_ids))

@@ -29,9 +29,9 @@ import ams
 from ams.bench.tiny import tiny_llama
 
 STAGES = {  # profiled function -> stage name
-    "memory_rows": "read memory rows (checksums verified)",
-    "vectors": "read vector rows (checksums verified)",
-    "_decoded": "decode codes into keys",
+    "memory_columns": "read memory rows (checksums verified)",
+    "vector_columns": "read vector rows (checksums verified)",
+    "_decode": "decode codes into keys",
     "_append": "row bookkeeping and bundle keys",
     "build": "first search: code the scans",
 }
@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, required=True)
     ap.add_argument("--store", type=Path, help="reuse (or create) the store at this path")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", type=Path, help="where the results go (default benchmarks/results/reopen_<n>.json)")
     args = ap.parse_args()
     path = args.store or Path(tempfile.mkdtemp()) / "reopen.db"
     backbone = tiny_llama(path.parent / "tiny-backbone")
@@ -78,9 +79,11 @@ def main() -> None:
         label: round(sum(v[3] for (f, _, name), v in stats.items() if name == fn and "/ams/" in f), 3)
         for fn, label in STAGES.items()}
     out["file_bytes"] = path.stat().st_size
-    out["command"] = f"python benchmarks/reopen.py --n {args.n}" + (f" --store {args.store}" if args.store else "")
-    Path("benchmarks/results").mkdir(parents=True, exist_ok=True)
-    Path(f"benchmarks/results/reopen_{args.n}.json").write_text(json.dumps(out, indent=1))
+    out["command"] = f"python benchmarks/reopen.py --n {args.n}" + (f" --store {args.store}" if args.store else "") \
+        + (f" --repeats {args.repeats}" if args.repeats != 3 else "") + (f" --json {args.json}" if args.json else "")
+    dest = args.json or Path(f"benchmarks/results/reopen_{args.n}.json")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))
 
 

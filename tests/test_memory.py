@@ -93,6 +93,41 @@ def test_reopen_restores_search_and_generation(store_path, tiny_backbone_dir):
         assert mem.generate("Who lives in Lisbon?", mode="hybrid", max_new_tokens=8).text == text_before
 
 
+def test_reopen_decodes_rows_of_several_codec_versions_to_the_same_keys(store_path, tiny_backbone_dir):
+    cfg = ams.MemoryConfig(kakeya=ams.KakeyaConfig(growth=1.5))
+    texts = [f"Note {i}: person {i % 37} keeps a {['red', 'blue', 'green'][i % 3]} item number {i % 53}."
+             for i in range(160)]
+    with ams.Memory.open(store_path, backbone=tiny_backbone_dir, config=cfg) as mem:
+        for i in range(0, 160, 40):
+            mem.write_many(texts[i : i + 40])
+        assert len({v for _, v, _ in mem.store.vectors(None, "content")}) >= 2  # rows of two versions
+        keys = {b: mem._index[b].x.copy() for b in ("topic", "context", "temporal")}
+    with ams.Memory.open(store_path, backbone=tiny_backbone_dir) as mem:
+        for b, x in keys.items():
+            np.testing.assert_array_equal(mem._index[b].x, x, err_msg=b)
+
+
+@pytest.mark.parametrize("damage", ["flip a code byte", "drop a vector row"])
+def test_a_damaged_vector_is_refused_at_open(store_path, tiny_backbone_dir, damage):
+    with ams.Memory.open(store_path, backbone=tiny_backbone_dir) as mem:
+        mem.write_many(FACTS)
+        victim = mem.get_all(limit=1)[0].id
+    con = sqlite3.connect(store_path)
+    if damage == "flip a code byte":  # the checksum column is left as it was: the bytes no longer match it
+        data = bytearray(con.execute("SELECT data FROM vectors WHERE memory_id = ? AND field = 'context'",
+                                     [victim]).fetchone()[0])
+        data[len(data) // 2] ^= 0x10
+        con.execute("UPDATE vectors SET data = ? WHERE memory_id = ? AND field = 'context'", [bytes(data), victim])
+        match = "checksum"
+    else:
+        con.execute("DELETE FROM vectors WHERE memory_id = ? AND field = 'content'", [victim])
+        match = "missing its 'content' vector"
+    con.commit()
+    con.close()
+    with pytest.raises(ams.StoreCorrupted, match=match):
+        ams.Memory.open(store_path, backbone=tiny_backbone_dir)
+
+
 def test_every_mode_generates_and_reports_its_inputs(fresh_store):
     fresh_store.write_many(FACTS)
     for mode in ams.MODES:

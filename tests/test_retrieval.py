@@ -165,3 +165,21 @@ def test_bundle_index_grows_by_doubling_and_keeps_every_row():
     idx.replace(7, np.ones(8, dtype=np.float32))
     assert len(idx) == 299 and not idx.alive[5] and np.all(idx.x[7] == 1) and idx.version == versions[-1] + 2
     assert 5 not in idx.candidates(rows[5], 10)
+
+
+def test_a_handed_over_first_batch_becomes_the_storage_and_later_adds_still_grow_it():
+    rng = np.random.default_rng(1)
+    first = normalize_rows(rng.standard_normal((2000, 16))).astype(np.float32)
+    more = normalize_rows(rng.standard_normal((700, 16))).astype(np.float32)
+    kept, copied = (BundleIndex(16, exact_below=1024) for _ in range(2))
+    kept.add(first, copy=False)
+    copied.add(first.copy())
+    assert np.shares_memory(kept.x, first)  # no 2,000-row copy
+    for idx in (kept, copied):
+        idx.add(more)
+        idx.replace(3, more[0])
+        idx.remove(11)
+    assert not np.shares_memory(kept.x, first)  # grown into a new buffer: the caller's array is let go
+    np.testing.assert_array_equal(kept.x, copied.x)
+    q = more[5]
+    np.testing.assert_array_equal(kept.candidates(q, 20), copied.candidates(q, 20))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import datetime as _dt
 import functools
+import itertools
 import json
 import math
 import re
@@ -267,6 +268,8 @@ class Memory:
         self._df: Counter[str] | None = None
         self._people: list[frozenset[tuple[str, ...]]] | None = None
         self._question = np.zeros(0, dtype=np.float32)  # (rows,) 1 for a memory that is a question
+        self._correction = np.zeros(0, dtype=bool)  # (rows,) the turn corrects its speaker (`_is_correction`)
+        self._corrected_by: dict[int, list[int]] = {}  # row -> the later turns that correct it, in order
         self._flat: tuple | None = None  # (topic index, its version, live rows, FAISS index) of flat mode
         self._ts, self._access = np.zeros(0), np.zeros(0)
         self._append(rows, content, context)
@@ -315,10 +318,39 @@ class Memory:
             for w in words:
                 self._df.update(w)
         self._question = np.concatenate([self._question, [float(_is_question(t)) for t in texts]])
+        corrections = np.array([_is_correction(t) for t in texts], dtype=bool)
+        self._correction = np.concatenate([self._correction, corrections])
         self._access = np.concatenate([self._access, np.array(rows["access_count"], dtype=np.float64)])
         self._index["temporal"].add(self.temporal.encode(ts, now=0.0, access_count=np.zeros(len(ts))).dirn.numpy())
         self._index["topic"].add(self._dirn(self.topic, content), copy=False)
         self._index["context"].add(self._dirn(self.context, context), copy=False)
+        for i in np.flatnonzero(corrections):  # once the rows are in the index, which says which are live
+            self._link_correction(start + int(i), rows["session"][i])
+
+    def _link_correction(self, row: int, session: str | None) -> None:
+        """Record that dialogue turn `row`, a correction, corrects its speaker's latest statement
+        (not a question) among the `CORRECTION_REACH` turns of its conversation before it."""
+        if session is None or self._speaker[row] < 0:
+            return
+        turns, alive = self._by_session[session], self._index["topic"].alive
+        live = (prev for prev in reversed(turns[: bisect.bisect_left(turns, row)]) if alive[prev])
+        for prev in itertools.islice(live, CORRECTION_REACH):  # deleted turns count for nothing, as on reopen
+            if self._speaker[prev] == self._speaker[row] and not self._question[prev]:
+                later = self._corrected_by.setdefault(prev, [])
+                if row not in later:
+                    bisect.insort(later, row)
+                return
+
+    def _successor(self, rows: np.ndarray) -> np.ndarray:
+        """For each row, the latest live turn that corrects it, or -1 (see `fuse`'s `successor`)."""
+        alive = self._index["topic"].alive
+        out = np.full(len(rows), -1, dtype=np.int64)
+        for i, r in enumerate(rows.tolist()):
+            for c in reversed(self._corrected_by.get(r, ())):
+                if alive[c] and self._correction[c]:  # deleted, or updated into plain text: the one before
+                    out[i] = c
+                    break
+        return out
 
     def _forget_row(self, row: int) -> None:
         for index in self._index.values():
@@ -334,6 +366,11 @@ class Memory:
             self._words[row], self._people[row] = _words(text), _people(text)
             self._df.update(self._words[row])
         self._question[row] = float(_is_question(text))
+        was, self._correction[row] = self._correction[row], _is_correction(text)
+        if self._correction[row] and not was:  # now a correction: link it as a write would have
+            session = next((s for s, turns in self._by_session.items()
+                            if turns[0] <= row <= turns[-1] and turns[bisect.bisect_left(turns, row)] == row), None)
+            self._link_correction(row, session)
 
     @staticmethod
     def _dirn(bundle, x: np.ndarray) -> np.ndarray:
@@ -858,10 +895,11 @@ class Memory:
         rc = self.config.retrieval
         weights = {"topic": rc.topic_weight, "context": rc.context_weight, "temporal": rc.temporal_weight}
         candidates = max(rc.dialogue_candidates if self._speaker_of else rc.candidates, k)
+        lexical_weight = rc.dialogue_lexical_weight if self._speaker_of else rc.lexical_weight
         extra, propose = {}, None
-        if rc.lexical_weight > 0:
+        if lexical_weight > 0:
             lexical, propose = self._lexical(query, candidates, named)
-            extra["lexical"] = (lexical, rc.lexical_weight)
+            extra["lexical"] = (lexical, lexical_weight)
         # the channels below are scored on the candidate pool only: O(pool), not O(store)
         if self._speaker_of:
             ids = [self._speaker_of[sp] for sp in named]
@@ -880,8 +918,9 @@ class Memory:
                 extra["people"] = (lambda rows: self._about(rows, asked) * (self._speaker[rows] >= 0),
                                    rc.people_weight)
         extra["question"] = (lambda rows: -self._question[rows], rc.question_penalty)
+        successor = self._successor if rc.supersede_corrections and self._corrected_by else None
         fused, rows, per = fuse(self._index, points, weights, k=min(k, n), candidates=candidates,
-                                extra=extra, propose=propose)
+                                extra=extra, propose=propose, successor=successor)
         return rows.tolist(), fused, per
 
     def _lexical(self, query: str, limit: int, named: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
@@ -1364,6 +1403,24 @@ def _people(text: str) -> frozenset[tuple[str, ...]]:
                 out.add(tuple(fold(w) for w in run))
             run = []
     return frozenset(out)
+
+
+# A turn that takes back what its speaker just said. Phrases anywhere in the turn, or openers at
+# its start; "sorry" and "actually" alone are not enough ("sorry to hear that", "actually I love it").
+_CORRECTION = re.compile(
+    r"\b(?:i meant(?! to\b)|i mean,|i misspoke|i (?:said|got) (?:that|it) wrong|i (?:mixed|got) (?:it|them|that) (?:up|mixed up)"
+    r"|i was wrong|correction|correcting myself|to correct myself|let me correct|scratch that|strike that"
+    r"|my mistake|my bad|not what i said|i said .{1,40}? but i meant|that was wrong|that's wrong|typo)\b"
+    r"|^\W*(?:oops|whoops|oh wait|wait,? no|wait,? sorry|no wait|sorry,? (?:i|it'?s|it was|no)\b"
+    r"|actually,? no\b|actually,? (?:it'?s|it was|i meant)\b|err?m?,? (?:no|i mean))",
+    re.IGNORECASE)
+CORRECTION_REACH = 4  # a correction takes back its speaker's latest statement among the turns this close before it
+
+
+def _is_correction(text: str) -> bool:
+    """Whether a turn corrects what its speaker said just before ("oops, I meant figs",
+    "correction: it was Tuesday"). A surface rule over common English phrasings."""
+    return _CORRECTION.search(text.replace("’", "'")) is not None
 
 
 def _is_question(text: str) -> bool:

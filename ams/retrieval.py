@@ -14,6 +14,7 @@ Glossary: N rows, d width, Q queries, C candidates.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import faiss
 import numpy as np
@@ -139,6 +140,7 @@ def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return starts + np.arange(total)
 
 
+SUPERSEDE_MARGIN = 1e-3  # how far above the row it supersedes a successor ranks (see `fuse`)
 SCAN_MIN_ROWS = 1024  # fewer live rows than this are always scanned exactly (and codebooks need data)
 
 
@@ -341,7 +343,8 @@ class BundleIndex:
 
 def fuse(indexes: dict[str, BundleIndex], queries: dict[str, np.ndarray], weights: dict[str, float],
          *, k: int, candidates: int, extra: dict[str, tuple[np.ndarray, float]] | None = None,
-         propose: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+         propose: np.ndarray | None = None, successor: Callable[[np.ndarray], np.ndarray] | None = None,
+         ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Fused top-k rows over several bundles and channels scored outside them.
 
     Every bundle with a positive weight proposes `candidates` rows, and `propose` adds more (the
@@ -352,6 +355,9 @@ def fuse(indexes: dict[str, BundleIndex], queries: dict[str, np.ndarray], weight
         extra: channel -> (a score for every row (N,), or a function of the pool's rows giving
             theirs, and its weight).
         propose: more candidate rows.
+        successor: rows (P,) -> the live row that supersedes each (a correction of it), or -1.
+            Successors of the pool join it, and a successor's score is raised to just above its
+            predecessor's where it was lower (the raise is reported as the "supersedes" channel).
 
     Returns:
         (fused scores (k,), rows (k,), per-channel scores {name: (k,)}), best first.
@@ -362,6 +368,14 @@ def fuse(indexes: dict[str, BundleIndex], queries: dict[str, np.ndarray], weight
         alive = next(iter(indexes.values())).alive
         pools.append(propose[alive[propose]])
     pool = np.unique(np.concatenate(pools)) if pools else np.zeros(0, dtype=np.int64)
+    nxt = None
+    if successor is not None:  # follow chains: a correction of a correction joins too
+        fresh = pool
+        while len(fresh):
+            found = successor(fresh)
+            fresh = np.setdiff1d(found[found >= 0], pool)
+            pool = np.union1d(pool, fresh)
+        nxt = successor(pool)
     per = {b: indexes[b].scores(queries[b], pool) for b in indexes}
     total = np.zeros(len(pool), dtype=np.float32)
     for b in active:
@@ -370,6 +384,12 @@ def fuse(indexes: dict[str, BundleIndex], queries: dict[str, np.ndarray], weight
         per[name] = np.asarray(scores(pool) if callable(scores) else scores[pool], dtype=np.float32)
         if w > 0:
             total = total + w * per[name]
+    if nxt is not None:
+        lifted = total.copy()
+        for i in np.flatnonzero(nxt >= 0):  # the pool is in write order, so a chain lifts in order
+            j = int(np.searchsorted(pool, nxt[i]))
+            lifted[j] = max(lifted[j], lifted[i] + SUPERSEDE_MARGIN)
+        per["supersedes"], total = lifted - total, lifted
     order = np.argsort(-total, kind="stable")[:k]
     return total[order], pool[order], {b: s[order] for b, s in per.items()}
 

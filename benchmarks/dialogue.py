@@ -12,7 +12,8 @@ bundles alone, and FAISS cosine over the turn embeddings (what `flat` mode retri
 `neighbour_turns` (how much of a retrieved turn's conversation the reader sees) for text mode.
 `retrieval --sweep FIELD=V1,V2,...` measures one `RetrievalConfig` field's values instead of the
 ablations, on top of any `--set FIELD=VALUE`: how the channel weights were chosen on `train`.
-`people` counts the turns the people channel's detector marks, by kind (gold, asides, other).
+`people` counts the turns the people channel's detector marks, by kind (gold, asides, other);
+`corrections` the turns the correction detector marks (the generator's corrections, and the rest).
 `plot` draws an `answers` report: hit-rate against prompt tokens, one point per mode and per
 neighbour setting.
 """
@@ -32,13 +33,14 @@ from ams.bench.dialogue import generate_dialogue
 from ams.bench.synthetic import generate_session
 from ams.bench.viability import BenchConfig, run
 
-NO_CHANNELS = {"lexical_weight": 0.0, "speaker_weight": 0.0, "recency_weight": 0.0, "informative_weight": 0.0,
+NO_CHANNELS = {"lexical_weight": 0.0, "dialogue_lexical_weight": 0.0, "speaker_weight": 0.0, "recency_weight": 0.0, "informative_weight": 0.0,
                "people_weight": 0.0, "question_penalty": 0.0, "speaker_rewrite": False}
 VARIANTS = {  # name -> RetrievalConfig overrides (none of them changes what a store holds)
     "ams, all channels": {},
-    "- lexical (FTS5 BM25)": {"lexical_weight": 0.0},
+    "- lexical (FTS5 BM25)": {"lexical_weight": 0.0, "dialogue_lexical_weight": 0.0},
     "- speaker": {"speaker_weight": 0.0},
     "- people (who a turn names)": {"people_weight": 0.0},
+    "- corrections superseding what they correct": {"supersede_corrections": False},
     "- recency": {"recency_weight": 0.0},
     "- informativeness prior": {"informative_weight": 0.0},
     "- question penalty": {"question_penalty": 0.0},
@@ -49,7 +51,7 @@ VARIANTS = {  # name -> RetrievalConfig overrides (none of them changes what a s
     "dense bundles only": {**NO_CHANNELS},
     "before the channels (dense, context 0.25)": {**NO_CHANNELS, "turn_context_weight": 0.0},
     "topic bundle only": {**NO_CHANNELS, "context_weight": 0.0, "turn_context_weight": 0.0, "temporal_weight": 0.0},
-    "lexical only": {**NO_CHANNELS, "lexical_weight": 1.0, "topic_weight": 0.0, "context_weight": 0.0,
+    "lexical only": {**NO_CHANNELS, "lexical_weight": 1.0, "dialogue_lexical_weight": 1.0, "topic_weight": 0.0, "context_weight": 0.0,
                      "turn_context_weight": 0.0, "temporal_weight": 0.0},
 }
 
@@ -89,6 +91,27 @@ def _setting(text: str) -> tuple[str, list]:
     if field not in ams.RetrievalConfig.model_fields or not values:
         raise argparse.ArgumentTypeError(f"expected FIELD=V1,V2,... of RetrievalConfig, got {text!r}")
     return field, [json.loads(v) for v in values.split(",")]
+
+
+def corrections(args) -> dict:
+    """How the correction detector (`ams.memory._is_correction`) marks the generator's corrections
+    (its CORRECT templates) and every other turn."""
+    from ams.bench.dialogue import CORRECT
+    from ams.memory import _is_correction
+
+    openers = tuple(t.split("{v}")[0].lower() for t in CORRECT)
+    counts = {kind: {"turns": 0, "flagged": 0} for kind in ("correction", "other")}
+    for n in args.n:
+        for seed in args.seeds:
+            session = generate_dialogue(n, seed=seed, split=args.split, n_queries=args.queries)
+            for f in session.facts:
+                kind = "correction" if f.text.lower().startswith(openers) else "other"
+                counts[kind]["turns"] += 1
+                counts[kind]["flagged"] += _is_correction(f.text)
+    for kind, c in counts.items():
+        print(f"{kind:<10} {c['flagged']:>5} of {c['turns']:>5} turns read as corrections")
+    return {"benchmark": "dialogue-corrections", "split": args.split, "seeds": args.seeds, "n": args.n,
+            "counts": counts}
 
 
 def people(args) -> dict:
@@ -204,7 +227,7 @@ def plot(report_path: str, out: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("retrieval", "answers", "people", "plot"))
+    p.add_argument("what", choices=("retrieval", "answers", "people", "corrections", "plot"))
     p.add_argument("report", nargs="?", help="plot: the answers report (JSON) to draw")
     p.add_argument("--out", default="dialogue_answers.png", help="plot: the PNG to write")
     p.add_argument("--session", default="dialogue", choices=("dialogue", "synthetic"),
@@ -230,7 +253,7 @@ def main() -> None:
             p.error("plot needs the answers report")
         plot(args.report, args.out)
         return
-    report = {"retrieval": retrieval, "answers": answers, "people": people}[args.what](args)
+    report = {"retrieval": retrieval, "answers": answers, "people": people, "corrections": corrections}[args.what](args)
     report["command"] = "python " + " ".join(sys.argv)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, ensure_ascii=False))

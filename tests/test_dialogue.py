@@ -149,18 +149,20 @@ class TestRetrieval:
         hit = next(h for h in fresh_store.search("What car does Ana drive?", k=3) if h.id == ids[0])
         assert hit.scores["people"] == 0.0
 
-    def test_a_store_with_dialogue_turns_hands_fusion_the_wider_pool(self, fresh_store, monkeypatch):
+    def test_a_store_with_dialogue_turns_uses_its_own_pool_and_lexical_weight(self, fresh_store, monkeypatch):
         import ams.memory
 
         asked = []
         real = ams.memory.fuse
-        monkeypatch.setattr(ams.memory, "fuse", lambda *a, **kw: asked.append(kw["candidates"]) or real(*a, **kw))
+        monkeypatch.setattr(ams.memory, "fuse", lambda *a, **kw: asked.append(
+            (kw["candidates"], kw["extra"]["lexical"][1])) or real(*a, **kw))
         rc = fresh_store.config.retrieval
         fresh_store.write("I live in Porto")
         fresh_store.search("Where do I live?")
         fresh_store.add_messages([{"role": "user", "name": "Ana", "content": "I live in Graz"}])
         fresh_store.search("Where does Ana live?")
-        assert asked == [rc.candidates, rc.dialogue_candidates] and rc.candidates < rc.dialogue_candidates
+        assert asked == [(rc.candidates, rc.lexical_weight), (rc.dialogue_candidates, rc.dialogue_lexical_weight)]
+        assert rc.candidates < rc.dialogue_candidates and rc.lexical_weight > rc.dialogue_lexical_weight > 0
 
     @pytest.mark.parametrize("text, people", [
         ("I heard that Gustav Garcia's car is a Mazda.", {("gustav", "garcia")}),
@@ -178,6 +180,69 @@ class TestRetrieval:
         from ams.memory import _people
 
         assert _people(text) == people
+
+    def test_a_correction_ranks_just_above_what_it_corrects(self, store_path, tiny_backbone_dir):
+        said, fix = "the begonias on my balcony are finally growing", "oops, I meant figs"
+        with ams.Memory.open(store_path, backbone=tiny_backbone_dir) as mem:
+            ids = mem.add_messages([
+                {"role": "user", "name": "Ana", "content": said},
+                {"role": "user", "name": "Ben", "content": "haha nice"},
+                {"role": "user", "name": "Ana", "content": fix},
+                {"role": "user", "name": "Ben", "content": "I watered the tomatoes this morning"},
+                {"role": "user", "name": "Ben", "content": "the roses on my balcony are growing too"}], session="s")
+            question = "What is Ana growing on her balcony?"
+            hits = mem.search(question, k=3)
+            assert [h.text for h in hits[:2]] == [fix, said]
+            assert hits[0].score == pytest.approx(hits[1].score + 1e-3, abs=1e-5)
+            assert hits[0].scores["supersedes"] > 0 and hits[1].scores["supersedes"] == 0
+            off = mem.config.model_copy(update={"retrieval": mem.config.retrieval.model_copy(
+                update={"supersede_corrections": False})})
+        with ams.Memory.open(store_path, backbone=tiny_backbone_dir, config=off) as mem:
+            texts = [h.text for h in mem.search(question, k=5)]
+            assert texts.index(said) < texts.index(fix)  # on its own the short correction ranks lower
+        with ams.Memory.open(store_path, backbone=tiny_backbone_dir) as mem:  # the link is rebuilt at open
+            assert [h.text for h in mem.search(question, k=2)] == [fix, said]
+            mem.update(ids[2], "figs are my favourite fruit")  # no longer a correction: no lift
+            assert all(h.scores["supersedes"] == 0 for h in mem.search(question, k=5) if h.id == ids[2])
+            mem.update(ids[2], fix)  # a correction again
+            assert mem.search(question, k=1)[0].text == fix
+            later = mem.add_messages([{"role": "user", "name": "Ana", "content": "no wait, it was plums"}], session="s")
+            assert mem.search(question, k=1)[0].text == "no wait, it was plums"  # the latest correction
+            assert mem._corrected_by == {0: [2], 2: [mem._row_of[later[0]]]}  # a chain: it corrects the correction
+            mem.delete(later[0])
+            assert mem.search(question, k=1)[0].text == fix  # the one before it again
+            mem.delete(ids[2])
+            assert mem.search(question, k=1)[0].text == said
+            again = mem.add_messages([{"role": "user", "name": "Ana", "content": "sorry, it's figs"}], session="s")
+            assert mem._corrected_by[0] == [2, mem._row_of[again[0]]]  # the deleted correction is passed over
+            assert mem.search(question, k=1)[0].text == "sorry, it's figs"
+        with ams.Memory.open(store_path, backbone=tiny_backbone_dir) as mem:  # the same, read back
+            assert mem.search(question, k=1)[0].text == "sorry, it's figs"
+
+    def test_a_correction_takes_back_only_its_own_speakers_statement(self, fresh_store):
+        fresh_store.add_messages([
+            {"role": "user", "name": "Ana", "content": "my cat is called Basil"},
+            {"role": "user", "name": "Ben", "content": "what's your cat called again?"},
+            {"role": "user", "name": "Ben", "content": "sorry, I meant your dog"},  # Ben's, after his own question
+            {"role": "user", "name": "Ana", "content": "my dog is called Rex"}], session="s")
+        assert fresh_store._corrected_by == {}  # Ben's only earlier turn is a question; Ana said nothing to correct
+        fresh_store.add_messages([{"role": "user", "name": "Ana", "content": "correction: Rusty, not Rex"}], session="s")
+        assert fresh_store._corrected_by == {3: [4]}  # Ana's latest statement, not her cat three turns earlier
+        fresh_store.add_messages([{"role": "user", "name": "Ana", "content": "oops, I meant Basil"}], session="t")
+        assert fresh_store._corrected_by == {3: [4]}  # another conversation: nothing before it to correct
+
+    @pytest.mark.parametrize("text, is_correction", [
+        ("oops, I meant figs", True), ("Actually no, I mixed it up, it's Porto", True),
+        ("correction: Tuesday, not Monday", True), ("wait, sorry, I said that wrong. it's Lima.", True),
+        ("Sorry, I meant Oslo", True), ("my bad, it was a Mazda", True), ("scratch that, it was blue", True),
+        ("I misspoke, it's Ana", True), ("no wait, it was Friday", True), ("Actually, it was Tuesday", True),
+        ("sorry to hear that", False), ("actually I love that place", False), ("I meant to call you", False),
+        ("I mean it, that was great", False), ("wait for me!", False), ("what do you mean?", False),
+    ])
+    def test_corrections_a_turn_is(self, text, is_correction):
+        from ams.memory import _is_correction
+
+        assert _is_correction(text) == is_correction
 
 class TestAnswerContext:
     def test_a_turn_is_shown_with_its_neighbours_once(self, store_path, tiny_backbone_dir):

@@ -1,12 +1,14 @@
-"""Text-mode answers on dialogue transcripts under other prompt frames and neighbour budgets.
+"""Text-mode answers on dialogue transcripts under other prompt frames, neighbour budgets and gates.
 
     python benchmarks/dialogue_frames.py --split train --seeds 0,1,2 --neighbours 0,1,2
     python benchmarks/dialogue_frames.py --split train --seeds 0,1 --frames current,notes,quoted,question-twice
+    python benchmarks/dialogue_frames.py --split train --seeds 0,1,2 --gates 0.8,0.9,0.95,1.0
 
 For choosing how `generate` shows retrieved turns to the reader, on `train` transcripts only.
 Each transcript (`ams.bench.dialogue`, N turns) is written to a real store as
 `benchmarks/dialogue.py` writes it, then every question is answered in `text` mode (k = 3, greedy,
-30 new tokens) under each frame and `neighbour_turns` setting, and scored by `ams.session.is_hit`.
+30 new tokens) under each frame, `neighbour_turns` and `relative_gate` setting, and scored by
+`ams.session.is_hit`.
 A frame other than `current` replaces the library's dialogue frame (`ams.memory._with_facts`) for
 the run; the fact-list frame is never touched. Stores are kept in --store-dir when given, so
 several sweeps reuse one encoding.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -51,6 +54,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=30)
     ap.add_argument("--frames", default="current", help=f"comma-separated, of {', '.join(FRAMES)}")
     ap.add_argument("--neighbours", type=_ints, default=None, help="neighbour_turns settings (default: the library's)")
+    ap.add_argument("--gates", type=lambda t: [float(v) for v in t.split(",")], default=None,
+                    help="relative_gate settings (default: the library's); 1.0 keeps only the best turn and its ties")
     ap.add_argument("--store-dir", type=Path, help="keep the written stores here and reuse them")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -59,6 +64,7 @@ def main() -> None:
         ap.error(f"unknown frames: {sorted(unknown)}")
     base = ams.MemoryConfig()
     neighbours = args.neighbours or [base.retrieval.neighbour_turns]
+    gates = args.gates or [base.retrieval.relative_gate]
     where = args.store_dir or Path(tempfile.mkdtemp())
     where.mkdir(parents=True, exist_ok=True)
     sessions = {}
@@ -75,8 +81,9 @@ def main() -> None:
         ams.memory._with_facts = library_frame if make is None else (
             lambda q, texts, dialogue=False, make=make: make(q, texts) if dialogue else library_frame(q, texts))
         try:
-            for nb in neighbours:
-                cfg = base.model_copy(update={"retrieval": base.retrieval.model_copy(update={"neighbour_turns": nb})})
+            for nb, gate in ((nb, gate) for nb in neighbours for gate in gates):
+                cfg = base.model_copy(update={"retrieval": base.retrieval.model_copy(
+                    update={"neighbour_turns": nb, "relative_gate": gate})})
                 hits = total = 0
                 for session, path in sessions.values():
                     now = max(f.ts for f in session.facts) + 86400
@@ -85,12 +92,14 @@ def main() -> None:
                                                  max_new_tokens=30, now=now)
                     hits += sum(is_hit(g.text, q.keywords, q.forbidden) for q, g in zip(session.queries, gens))
                     total += len(session.queries)
-                rows.append({"frame": frame, "neighbour_turns": nb, "questions": total,
+                rows.append({"frame": frame, "neighbour_turns": nb, "relative_gate": gate, "questions": total,
                              "hit_rate": round(hits / max(1, total), 3)})
-                print(f"{frame:<15} neighbours {nb}: {hits}/{total} = {hits / max(1, total):.3f}", flush=True)
+                print(f"{frame:<15} neighbours {nb} gate {gate}: {hits}/{total} = {hits / max(1, total):.3f}",
+                      flush=True)
         finally:
             ams.memory._with_facts = library_frame
-    report = {"split": args.split, "seeds": args.seeds, "n": args.n, "rows": rows}
+    report = {"split": args.split, "seeds": args.seeds, "n": args.n, "rows": rows,
+              "command": "python " + " ".join(sys.argv)}
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
 

@@ -183,3 +183,20 @@ def test_a_handed_over_first_batch_becomes_the_storage_and_later_adds_still_grow
     np.testing.assert_array_equal(kept.x, copied.x)
     q = more[5]
     np.testing.assert_array_equal(kept.candidates(q, 20), copied.candidates(q, 20))
+
+
+def test_fusion_scores_every_pool_row_exactly_in_every_bundle_when_the_pools_differ():
+    rng = np.random.default_rng(2)
+    keys = {b: normalize_rows(rng.standard_normal((6000, 24))).astype(np.float32) for b in ("a", "b", "c")}
+    idx = {b: BundleIndex(24, exact_below=4096, rerank=64) for b in keys}  # coded scans
+    for b, x in keys.items():
+        idx[b].add(x)
+    idx["b"].remove(17)
+    q = {b: normalize_rows(rng.standard_normal((1, 24)))[0].astype(np.float32) for b in keys}
+    weights = {"a": 1.0, "b": 0.5, "c": 0.0}  # "c" proposes nothing and is still scored
+    scores, rows, per = fuse(idx, q, weights, k=200, candidates=40)
+    assert len(set(rows.tolist())) == len(rows) == 80 - len(set(idx["a"].candidates(q["a"], 40))
+                                                            & set(idx["b"].candidates(q["b"], 40)))
+    for b, x in keys.items():
+        np.testing.assert_allclose(per[b], x[rows] @ q[b], rtol=0, atol=1e-6, err_msg=b)
+    np.testing.assert_allclose(scores, per["a"] + 0.5 * per["b"], rtol=0, atol=1e-6)

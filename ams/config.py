@@ -121,8 +121,10 @@ class RetrievalConfig(_Frozen):
         "(\"Where does Ana live?\" as \"Where does I live?\"), the way their own turns are phrased.",
     )
     question_penalty: float = Field(
-        0.6, ge=0, description="Taken off memories that are questions (\"where do you live?\"): they ask "
-        "for a fact rather than hold one; a dialogue turn's answer is found, and shown, as its neighbour.",
+        1.0, ge=0, description="Taken off memories that are questions (\"where do you live?\"): they ask "
+        "for a fact rather than hold one; a dialogue turn's answer is found, and shown, as its neighbour. "
+        "On the `train` transcripts (1,000 turns, seeds 0-2) 0.6, 1.0 and 1.5 found the gold turn first "
+        "for 54%, 57% and 57% of questions, and in the top 5 for 76% each.",
     )
     neighbour_turns: int = Field(
         1, ge=0, le=8, description="generate() shows a retrieved dialogue turn (one with a speaker) with this "

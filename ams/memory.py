@@ -359,8 +359,8 @@ class Memory:
             self._df.subtract(self._words[row])
             self._words[row], self._people[row] = frozenset(), frozenset()
 
-    def _set_text(self, row: int, text: str) -> None:
-        """A row's text changed (an update): its words and question flag follow."""
+    def _set_text(self, row: int, text: str, session: str | None) -> None:
+        """A row's text changed (an update): its words, question flag and correction link follow."""
         if self._words is not None:
             self._df.subtract(self._words[row])
             self._words[row], self._people[row] = _words(text), _people(text)
@@ -368,8 +368,6 @@ class Memory:
         self._question[row] = float(_is_question(text))
         was, self._correction[row] = self._correction[row], _is_correction(text)
         if self._correction[row] and not was:  # now a correction: link it as a write would have
-            session = next((s for s, turns in self._by_session.items()
-                            if turns[0] <= row <= turns[-1] and turns[bisect.bisect_left(turns, row)] == row), None)
             self._link_correction(row, session)
 
     @staticmethod
@@ -407,7 +405,7 @@ class Memory:
         changed = [m for m in changed if m in self._row_of]
         if changed:
             for r in self.store.memory_rows_by_id(self.user_id, changed):
-                self._set_text(self._row_of[r["id"]], r["text"])
+                self._set_text(self._row_of[r["id"]], r["text"], r["session"])
             for bundle, field in ((self.topic, "content"), (self.context, "context")):
                 for m, x in zip(changed, self._dirn(bundle, self._fetch(changed, field))):
                     self._index[bundle.name].replace(self._row_of[m], x)
@@ -793,7 +791,7 @@ class Memory:
             self.store.update_text(self.user_id, row.id, text, time.time())
             stored = self._put_fields([row.id], fields)
             event = self.store.last_event_id()
-        self._set_text(i, text)
+        self._set_text(i, text, row.session)
         self._index["topic"].replace(i, self._dirn(self.topic, stored["content"])[0])
         self._index["context"].replace(i, self._dirn(self.context, stored["context"])[0])
         self._event = event

@@ -368,13 +368,12 @@ def fuse(indexes: dict[str, BundleIndex], queries: dict[str, np.ndarray], weight
         alive = next(iter(indexes.values())).alive
         pools.append(propose[alive[propose]])
     pool = np.unique(np.concatenate(pools)) if pools else np.zeros(0, dtype=np.int64)
-    nxt = None
-    if successor is not None:  # follow chains: a correction of a correction joins too
-        fresh = pool
-        while len(fresh):
-            found = successor(fresh)
-            fresh = np.setdiff1d(found[found >= 0], pool)
-            pool = np.union1d(pool, fresh)
+    nxt = None if successor is None else successor(pool)
+    while nxt is not None:  # successors join the pool, and theirs in turn (a correction of a correction)
+        fresh = np.setdiff1d(nxt[nxt >= 0], pool)
+        if not len(fresh):
+            break
+        pool = np.union1d(pool, fresh)
         nxt = successor(pool)
     per = {b: indexes[b].scores(queries[b], pool) for b in indexes}
     total = np.zeros(len(pool), dtype=np.float32)

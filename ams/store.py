@@ -437,6 +437,14 @@ class Store:
 
     def vectors(self, user_id: str | None, field: str, *, version: int | None = None) -> list[tuple[str, int, np.ndarray]]:
         """(memory_id, version, array) of one field, in write order; all users when user_id is None."""
+        ids, versions, data = self.vector_columns(user_id, field, version=version)
+        return [(m, v, unpack(d) if v == 0 else np.frombuffer(d, dtype=np.uint8)) for m, v, d in zip(ids, versions, data)]
+
+    def vector_columns(self, user_id: str | None, field: str, *, version: int | None = None,
+                       ) -> tuple[list[str], list[int], list[bytes]]:
+        """(memory ids, versions, data) of one field, in write order (all users when user_id is
+        None), every row checked against its checksum; the data left as stored (version 0:
+        safetensors float32; >= 1: the code's bytes)."""
         sql = ("SELECT v.memory_id, v.version, v.data, v.checksum FROM vectors v JOIN memories m ON m.id = v.memory_id"
                " WHERE v.field = ?")
         args: list = [field]
@@ -446,14 +454,7 @@ class Store:
         if version is not None:
             sql += " AND v.version = ?"
             args.append(version)
-        return [(r[0], r[1], _unpack_checked(r)) for r in self.db.execute(sql + " ORDER BY m.seq", args)]
-
-    def vector_columns(self, user_id: str, field: str) -> tuple[list[str], list[int], list[bytes]]:
-        """(memory ids, versions, data) of one field of this user's memories, in write order, every
-        row checked against its checksum; the data left as stored (see `vectors`)."""
-        rows = self.db.execute(
-            "SELECT v.memory_id, v.version, v.data, v.checksum FROM vectors v JOIN memories m ON m.id = v.memory_id"
-            " WHERE v.field = ? AND m.user_id = ? ORDER BY m.seq", [field, user_id]).fetchall()
+        rows = self.db.execute(sql + " ORDER BY m.seq", args).fetchall()
         ids, versions, data, sums = (list(c) for c in zip(*rows)) if rows else ([], [], [], [])
         for i, crc in enumerate(map(zlib.crc32, data)):
             if crc != sums[i]:

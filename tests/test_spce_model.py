@@ -120,6 +120,24 @@ def test_streaming_memory_is_constant_and_keyframes_rewind(llama):
         cache.rewind(4)
 
 
+@torch.no_grad()
+def test_a_stream_continues_under_either_cache_argument_name(llama):
+    """transformers 5.24 hands generate()'s cache to forward as `cache`; earlier versions as `past_key_values`."""
+    model = windowed(llama)
+    x = ids(1, 40, seed=3)
+    by_old, by_new = SpceCache(model.config, 1), SpceCache(model.config, 1)
+    model(x[:, :24], past_key_values=by_old, use_cache=True)
+    model(x[:, :24], cache=by_new, use_cache=True)
+    full = model(x).logits[:, 24:]
+    torch.testing.assert_close(model(x[:, 24:], cache=by_new, use_cache=True).logits, full, atol=1e-4, rtol=0)
+    torch.testing.assert_close(model(x[:, 24:], past_key_values=by_old, use_cache=True).logits, full,
+                               atol=1e-4, rtol=0)
+    out = model(x[:, :8], use_cache=True)
+    assert isinstance(out.past_key_values, SpceCache) and out.past_key_values.seen == 8
+    with pytest.raises(ValueError, match="not both"):
+        model(x[:, :8], past_key_values=SpceCache(model.config, 1), cache=SpceCache(model.config, 1))
+
+
 def test_carry_decays_and_trains(llama):
     model = windowed(llama).train()
     carry = model.model.layers[0].carry

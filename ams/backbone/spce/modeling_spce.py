@@ -40,6 +40,9 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from ...kernels.spce_rotary import spce_rotary
 from .configuration_spce import SpceConfig
 
+# the output field generate() reads the cache from: `cache` from transformers 5.24, `past_key_values` before
+_CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
 
 class SpceRMSNorm(nn.Module):
     def __init__(self, d: int, eps: float = 1e-6):
@@ -303,6 +306,11 @@ class SpceCache:
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen
 
+    @property
+    def is_linear(self) -> list[bool]:
+        """Per layer, whether generate() must not slice inputs by `get_seq_length` (no: slots are counted)."""
+        return [False] * self.config.num_hidden_layers
+
     def reserve(self, slots: int) -> None:
         """Grow the ring buffer (by doubling, at most to w) to hold `slots` slots."""
         cap, w = self.slot_pos.shape[0], self.config.sliding_window
@@ -390,7 +398,7 @@ class SpcePreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = False
     _no_split_modules = ["SpceDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
     _keep_in_fp32_modules_strict = ["rotary"]  # omega keeps fp32 in fp16 and bf16: theta = omega * t, t ~ 1e9 s
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -498,7 +506,8 @@ class SpceForCausalLM(SpcePreTrainedModel, GenerationMixin):
                 position_ids: Tensor | None = None, past_key_values: SpceCache | None = None,
                 inputs_embeds: Tensor | None = None, labels: Tensor | None = None, use_cache: bool | None = None,
                 times: Tensor | None = None, streams: Tensor | None = None, spatial: Tensor | None = None,
-                output_hidden_states: bool | None = None, logits_to_keep: int = 0, **kwargs) -> CausalLMOutputWithPast:
+                output_hidden_states: bool | None = None, logits_to_keep: int = 0, cache: SpceCache | None = None,
+                **kwargs) -> CausalLMOutputWithPast:
         """Llama's causal LM forward, plus the SPCE inputs.
 
         Args:
@@ -506,11 +515,14 @@ class SpceForCausalLM(SpcePreTrainedModel, GenerationMixin):
                 the slot index in the stream.
             streams: (B, T) integer time stream of each token; default stream 0.
             spatial: (B, T, spatial_dims) positions r for the k . r term.
-            past_key_values: an `SpceCache` to continue a stream; with `use_cache` and none given,
-                a new one is returned.
+            past_key_values, cache: an `SpceCache` to continue a stream (give either: transformers
+                5.24 renamed the argument); with `use_cache` and none given, a new one is returned.
             (the rest as in `LlamaForCausalLM.forward`)
         """
-        h, cache, hidden = self.model(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds,
+        if past_key_values is not None and cache is not None:
+            raise ValueError("give the stream's SpceCache as one of past_key_values and cache, not both")
+        h, cache, hidden = self.model(input_ids, attention_mask, position_ids,
+                                      cache if cache is not None else past_key_values, inputs_embeds,
                                       use_cache, times, streams, spatial, output_hidden_states)
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
@@ -518,7 +530,7 @@ class SpceForCausalLM(SpcePreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache, hidden_states=hidden)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=hidden, **{_CACHE_FIELD: cache})
 
     @classmethod
     def from_llama(cls, llama: PreTrainedModel, *, sliding_window: int | None = None, carry_size: int = 0,

@@ -6,6 +6,7 @@
         print(mem.generate("What's my dog called?", mode="hybrid").text)
 """
 
+from ._version import __version__
 from .config import KakeyaConfig, MemoryConfig, PrefixConfig, RetrievalConfig, TemporalConfig
 from .errors import (
                      AmsError,
@@ -24,8 +25,6 @@ from .errors import (
 )
 from .memory import Memory
 from .types import MODES, Generation, Hit, MemoryRecord
-
-__version__ = "0.1.0"
 
 __all__ = [
     "MODES", "AmsError", "BackboneNotFound", "EmptyText", "Generation", "Hit", "InvalidInput",

@@ -7,9 +7,14 @@ change what is stored (encoders, codec layout) and silently applies the rest (re
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Settings read only when searching: a store written by a newer version may carry ones this version
+# lacks, and is opened without them (`MemoryConfig.from_stored`).
+SEARCH_ONLY = ("retrieval",)
 
 
 class _Frozen(BaseModel):
@@ -179,8 +184,56 @@ class MemoryConfig(_Frozen):
             raise ValueError(f"unknown embedder {v!r}; the supported one is 'all-minilm-l6-v2'")
         return v
 
+    @classmethod
+    def from_stored(cls, text: str) -> tuple[MemoryConfig, list[str]]:
+        """Read the config a store saved, perhaps by a newer version of the library.
+
+        Returns:
+            The config and the dotted names of the settings left out: unknown ones under
+            `SEARCH_ONLY` sections, which change only how searches rank (this version ranks as it
+            knows how).
+
+        Raises:
+            ValueError: the text is not a config (bad JSON, values out of range).
+            NewerSettings: unknown settings elsewhere, which may change what the stored bytes mean.
+        """
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("a stored config is a JSON object")
+        unknown = _unknown_settings(cls, data)
+        stored_only = [u for u in unknown if u.split(".")[0] not in SEARCH_ONLY]
+        if stored_only:
+            raise NewerSettings(stored_only)
+        for name in unknown:
+            *path, key = name.split(".")
+            node = data
+            for part in path:
+                node = node[part]
+            del node[key]
+        return cls.model_validate(data), unknown
+
     def storage_fields(self) -> dict:
         """The parts of the config that decide what bytes a store holds."""
         return {"embedder": self.embedder, "temporal": self.temporal.model_dump(),
                 "kakeya": self.kakeya.model_dump(),
                 "prefix": self.prefix.model_dump(exclude={"salient_tokens"})}  # read at answer time only
+
+
+class NewerSettings(ValueError):
+    """A stored config holds settings this version does not know (`names`, dotted)."""
+
+    def __init__(self, names: list[str]):
+        super().__init__(", ".join(names))
+        self.names = names
+
+
+def _unknown_settings(model: type[BaseModel], data: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the keys of `data` that `model` (recursively) has no field for."""
+    out = []
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            out.append(prefix + key)
+        elif isinstance(value, dict) and isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            out += _unknown_settings(field.annotation, value, f"{prefix}{key}.")
+    return out

@@ -27,6 +27,7 @@ import re
 import sqlite3
 import time
 import uuid
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -36,16 +37,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._version import __version__
 from .attention import CrossBundleAttention, channel_digest, load_channel
 from .backbone import DEFAULT_BACKBONE, HFBackbone, load_backbone
 from .bundles import BUNDLES, ContextBundle, TemporalBundle, TopicBundle, context_point
-from .config import MemoryConfig
+from .config import MemoryConfig, NewerSettings
 from .embedder import SentenceEncoder
 from .errors import (
     AmsError,
     EmptyText,
     InvalidInput,
     MemoryNotFound,
+    SchemaTooNew,
     StoreBusy,
     StoreClosed,
     StoreCorrupted,
@@ -163,6 +166,9 @@ class Memory:
 
         Raises:
             StoreCorrupted: the file is not an AMS store or is damaged.
+            SchemaTooNew: the store was written by a newer library, with migrations or storage
+                settings this one does not know. (Unknown retrieval settings are left out with a
+                warning: they change only how searches rank.)
             StoreMismatch: the store was written with another backbone, embedder or codec layout;
                 or the weights are for another backbone, or the recorded weights file is gone or changed.
             BackboneNotFound: the backbone cannot be loaded.
@@ -198,16 +204,24 @@ class Memory:
                 store.set_meta("embedder", config.embedder)
                 store.set_meta("config", config.model_dump_json())
                 store.set_meta("created_at", repr(time.time()))
+                store.set_meta("created_by", f"ams {__version__}")
                 return config
         if ident != bb.identity:
             raise StoreMismatch(
                 f"store was written with backbone {store.get_meta('backbone_name')!r} "
                 f"(identity {ident}); this one is {bb.name!r} ({bb.identity})"
             )
+        writer = store.get_meta("created_by") or "another ams version"
         try:
-            saved = MemoryConfig.model_validate_json(stored_cfg)
-        except Exception as e:
+            saved, ignored = MemoryConfig.from_stored(stored_cfg)
+        except NewerSettings as e:
+            raise SchemaTooNew(f"the store was created by {writer} with settings ams {__version__} does not know "
+                                f"({e}); upgrade ams to open it") from e
+        except ValueError as e:
             raise StoreCorrupted(f"store config is unreadable: {e}") from e
+        if ignored:
+            warnings.warn(f"the store was created by {writer}; ams {__version__} ranks searches without its "
+                          f"settings {', '.join(ignored)}", UserWarning, stacklevel=4)
         if config is None:
             return saved
         if config.storage_fields() != saved.storage_fields():

@@ -3,6 +3,7 @@ inside one transaction and keeps every memory; a failed migration leaves the fil
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -81,4 +82,40 @@ def test_a_store_from_a_newer_library_is_refused(tmp_path, tiny_backbone_dir):
     con.commit()
     con.close()
     with pytest.raises(ams.SchemaTooNew):
+        ams.Memory.open(path, backbone=tiny_backbone_dir)
+
+
+def _stored_config(path, edit, *, base: str | None = None) -> str:
+    """Rewrite the config a store saved (starting from `base` where given); returns the text it had."""
+    con = sqlite3.connect(path)
+    (text,) = con.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
+    cfg = json.loads(base or text)
+    edit(cfg)
+    con.execute("UPDATE meta SET value = ? WHERE key = 'config'", (json.dumps(cfg),))
+    con.commit()
+    con.close()
+    return text
+
+
+def test_a_newer_librarys_retrieval_settings_are_left_out_and_its_storage_settings_refused(
+        tmp_path, tiny_backbone_dir):
+    """A store made by a newer version opens when what it adds only ranks searches, and is refused,
+    untouched, when it may change what the stored bytes mean."""
+    path = tmp_path / "newer.db"
+    with ams.Memory.open(path, backbone=tiny_backbone_dir) as mem:
+        mid = mem.write("I adopted a beagle named Waffles.")
+    own = _stored_config(path, lambda c: c["retrieval"].update(future_rerank=True, rerank_depth=7))
+    with pytest.warns(UserWarning, match="retrieval.future_rerank, retrieval.rerank_depth") as caught:
+        with ams.Memory.open(path, backbone=tiny_backbone_dir) as mem:
+            assert mem.search("beagle", k=1)[0].id == mid
+    assert caught[0].filename == __file__  # pointed at the caller's open()
+    for edit, name in ((lambda c: c["kakeya"].update(lattice="e8"), "kakeya.lattice"),
+                       (lambda c: c.update(encoder_layers=2), "encoder_layers")):
+        _stored_config(path, edit, base=own)
+        before = path.read_bytes()
+        with pytest.raises(ams.SchemaTooNew, match=f"{name}.*upgrade ams"):
+            ams.Memory.open(path, backbone=tiny_backbone_dir)
+        assert path.read_bytes() == before
+    _stored_config(path, lambda c: c["retrieval"].update(relative_gate=-3), base=own)  # known, out of range
+    with pytest.raises(ams.StoreCorrupted, match="config is unreadable"):
         ams.Memory.open(path, backbone=tiny_backbone_dir)

@@ -367,6 +367,33 @@ def test_generate_batch_says_which_replies_ended_their_turn(tiny_backbone_dir):
     assert bb.answer_ids("Waffles", ended=False) == bb.tokenize("Waffles")
     assert bb.answer_ids("Waffles")[-1] == bb.tokenizer.eos_token_id
 
+def test_encode_precision_is_chosen_and_bf16_stays_close_to_fp32(tiny_backbone_dir):
+    """A bf16 encoding copy leaves the model (and so generation and the identity) as loaded, and
+    encodes within bf16's rounding of fp32; fp32 encodes exactly as the model's own forward pass."""
+    from ams.backbone import load_backbone
+    from ams.backbone.hf import _native_bf16
+
+    exact, half = load_backbone(tiny_backbone_dir, encode_dtype="float32"), load_backbone(tiny_backbone_dir,
+                                                                                          encode_dtype="bfloat16")
+    auto = load_backbone(tiny_backbone_dir)
+    assert auto.encode_dtype == (torch.bfloat16 if _native_bf16(torch.device("cpu")) else torch.float32)
+    a, b = exact.encode(FACTS), half.encode(FACTS)
+    assert half.model.dtype == torch.float32 and half._encoder.dtype == torch.bfloat16
+    assert half.identity == exact.identity
+    for x, y in ((a.hidden, b.hidden), (a.salient, b.salient)):
+        assert not torch.equal(x, y)  # the copy really ran in bf16
+        assert torch.nn.functional.cosine_similarity(x, y).min() > 0.99
+    with torch.no_grad():
+        ids = torch.tensor([exact._with_bos(exact.tokenize(FACTS[0]))])
+        h = exact.model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0].mean(0)
+    torch.testing.assert_close(exact.encode(FACTS[:1]).hidden[0], h)
+    with pytest.raises(ams.InvalidInput, match="encode_dtype"):
+        load_backbone(tiny_backbone_dir, encode_dtype="float16")
+    with pytest.raises(ams.InvalidInput, match="SPCE"):
+        load_backbone("spce:" + tiny_backbone_dir, encode_dtype="bfloat16")
+    assert load_backbone("spce:" + tiny_backbone_dir).encode_dtype == torch.float32
+
+
 def test_a_large_set_moves_every_row_to_pq_codes_and_still_finds_them(tmp_path, tiny_backbone_dir):
     cfg = ams.MemoryConfig(kakeya=ams.KakeyaConfig(growth=1.5, pq_min_train=1024,
                                            pq_bytes={"sentence": 16, "salient": 8, "hidden": 8}))

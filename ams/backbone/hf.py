@@ -10,6 +10,7 @@ Glossary: B batch, T tokens, L prefix slots, d model width.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from torch import Tensor
 from ..errors import InvalidInput
 
 SALIENCE_FRAME = "Something to remember about me:\n"
+ENCODE_DTYPES = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -36,9 +38,19 @@ class HFBackbone:
         model: the causal LM; it is put in eval mode and its parameters stop requiring grad.
         tokenizer: its tokenizer; a chat template is used when it has one.
         name: the name the backbone was asked for by (shown to users, stored in the store).
+        encode_dtype: precision of the forward passes that encode memories (`encode`): "float32",
+            "bfloat16" (a bf16 copy of the model, made on the first `encode`), or "auto": bf16 where
+            the CPU multiplies bf16 natively (AVX512-BF16 or AMX) and the model is fp32, else the
+            model's own. On such a CPU bf16 encodes SmolLM2-135M about twice as fast; encodings keep
+            a cosine of 0.9997 or more to fp32 (BENCHMARKS.md, "Write throughput"). Generation
+            always runs the model as loaded.
+
+    Raises:
+        InvalidInput: an unknown `encode_dtype`, or "bfloat16" for an SPCE model (its rotary
+            phases need fp32).
     """
 
-    def __init__(self, model, tokenizer, *, name: str) -> None:
+    def __init__(self, model, tokenizer, *, name: str, encode_dtype: str = "auto") -> None:
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -55,6 +67,29 @@ class HFBackbone:
         self._eos_ids = _eos_ids(model, tokenizer)
         # SPCE models read each token's absolute time (fp64) for their rotary phases
         self.takes_times: bool = getattr(cfg, "model_type", None) == "spce"
+        self.encode_dtype: torch.dtype = self._resolve_encode_dtype(encode_dtype)
+        self._encoder = None  # the encoding copy, when encode_dtype is not the model's own
+
+    def _resolve_encode_dtype(self, choice: str) -> torch.dtype:
+        if choice not in ENCODE_DTYPES:
+            raise InvalidInput(f"encode_dtype must be one of {ENCODE_DTYPES}, not {choice!r}")
+        own = self.model.get_input_embeddings().weight.dtype
+        if choice == "auto":
+            native = own == torch.float32 and not self.takes_times and _native_bf16(self.device)
+            return torch.bfloat16 if native else own
+        if choice == "bfloat16" and self.takes_times:
+            raise InvalidInput("an SPCE backbone encodes in its own precision: its rotary phases need fp32")
+        return getattr(torch, choice)
+
+    @property
+    def _encoding_model(self):
+        if self.encode_dtype == self.model.get_input_embeddings().weight.dtype:
+            return self.model
+        if self._encoder is None:  # parameters are converted one by one: no second fp32 model at any time
+            cast = {id(p): torch.nn.Parameter(p.detach().to(self.encode_dtype), requires_grad=False)
+                    for p in self.model.parameters()}
+            self._encoder = copy.deepcopy(self.model, cast).to(self.encode_dtype)  # then the buffers
+        return self._encoder
 
     @property
     def device(self) -> torch.device:
@@ -129,13 +164,13 @@ class HFBackbone:
             no corpus statistics needed.
         """
         hiddens, salients = [], []
-        emb = self.model.get_input_embeddings()
+        model, emb = self._encoding_model, self.model.get_input_embeddings()  # the centroid reads exact rows
         seqs = [self._with_bos(self.tokenize(t)) for t in texts]
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # batches of similar lengths pad less
         for i in range(0, len(texts), batch_size):
             chunk = [seqs[j] for j in order[i : i + batch_size]]
             ids, mask = self._right_pad(chunk)  # (B, T)
-            out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
             h = out.hidden_states[-1].float()  # (B, T, d)
             m = mask.unsqueeze(-1).float()  # (B, T, 1)
             hiddens.append((h * m).sum(1) / m.sum(1).clamp_min(1))
@@ -330,6 +365,14 @@ def _eos_ids(model, tokenizer) -> list[int]:
     if end is not None:
         ids.add(end)
     return sorted(ids)
+
+
+def _native_bf16(device: torch.device) -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (elsewhere bf16 is emulated, and slow)."""
+    if device.type != "cpu":
+        return False
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
 
 
 def _fingerprint(cfg, emb: Tensor) -> str:

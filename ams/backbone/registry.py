@@ -79,16 +79,24 @@ def _assembled_gemma(filename: str) -> Path:
     return target
 
 
-def load_backbone(name: str = DEFAULT_BACKBONE, *, dtype: str = "float32") -> HFBackbone:
+def load_backbone(name: str = DEFAULT_BACKBONE, *, dtype: str = "float32", encode_dtype: str | None = None
+                  ) -> HFBackbone:
     """Load a backbone by name, path or hub id (see the module docstring).
+
+    `dtype` is the precision the model is loaded (and generates) in; `encode_dtype` that of the
+    passes that encode memories (see `HFBackbone`), by default `$AMS_ENCODE_DTYPE` or "auto".
 
     Raises:
         BackboneNotFound: nothing could be loaded under that name.
+        InvalidInput: an unknown `encode_dtype`.
     """
     import torch  # noqa: F401  (transformers needs torch imported first on some platforms)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from . import spce  # registers model_type "spce" with the Auto classes
+
+    if encode_dtype is None:
+        encode_dtype = os.environ.get("AMS_ENCODE_DTYPE", "auto")
 
     if str(name).startswith(SPCE_PREFIX):
         source = load_backbone(name[len(SPCE_PREFIX):], dtype=dtype)
@@ -96,7 +104,7 @@ def load_backbone(name: str = DEFAULT_BACKBONE, *, dtype: str = "float32") -> HF
             model = spce.SpceForCausalLM.from_llama(source.model)
         except ValueError as e:
             raise BackboneNotFound(f"backbone {name!r}: {e}") from e
-        return HFBackbone(model, source.tokenizer, name=name)
+        return HFBackbone(model, source.tokenizer, name=name, encode_dtype=encode_dtype)
     if name in SHIPPED_GGUF:
         model_dir = _cached_gguf(shipped_gguf_path(name), key=name)
     elif str(name).endswith(".gguf"):
@@ -116,7 +124,7 @@ def load_backbone(name: str = DEFAULT_BACKBONE, *, dtype: str = "float32") -> HF
         model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype))
     except (OSError, ValueError) as e:
         raise BackboneNotFound(f"could not load backbone {name!r}: {e}") from e
-    return HFBackbone(model, tokenizer, name=name)
+    return HFBackbone(model, tokenizer, name=name, encode_dtype=encode_dtype)
 
 
 def _cached_gguf(path: Path, *, key: str) -> Path:

@@ -197,6 +197,8 @@ class MemoryConfig(_Frozen):
             ValueError: the text is not a config (bad JSON, values out of range).
             NewerSettings: unknown settings elsewhere, which may change what the stored bytes mean.
         """
+        if not isinstance(text, str | bytes):
+            raise ValueError("the store holds no config")
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError("a stored config is a JSON object")

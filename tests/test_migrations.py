@@ -119,3 +119,9 @@ def test_a_newer_librarys_retrieval_settings_are_left_out_and_its_storage_settin
     _stored_config(path, lambda c: c["retrieval"].update(relative_gate=-3), base=own)  # known, out of range
     with pytest.raises(ams.StoreCorrupted, match="config is unreadable"):
         ams.Memory.open(path, backbone=tiny_backbone_dir)
+    con = sqlite3.connect(path)
+    con.execute("DELETE FROM meta WHERE key = 'config'")
+    con.commit()
+    con.close()
+    with pytest.raises(ams.StoreCorrupted, match="holds no config"):
+        ams.Memory.open(path, backbone=tiny_backbone_dir)

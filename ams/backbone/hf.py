@@ -42,7 +42,7 @@ class HFBackbone:
             "bfloat16" (a bf16 copy of the model, made on the first `encode`), or "auto": bf16 where
             the CPU multiplies bf16 natively (AVX512-BF16 or AMX) and the model is fp32, else the
             model's own. On such a CPU bf16 encodes SmolLM2-135M about twice as fast; encodings keep
-            a cosine of 0.9997 or more to fp32 (BENCHMARKS.md, "Write throughput"). Generation
+            a cosine of 0.9994 or more to fp32 (BENCHMARKS.md, "Write throughput"). Generation
             always runs the model as loaded.
 
     Raises:

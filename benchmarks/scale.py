@@ -27,7 +27,13 @@ mixed over sessions as fact lists are, temporal phases of the write times) again
 fusion; p50/p95, recall@10, build times. Run it as
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --n 100000 --index-only
 so numpy's BLAS also keeps to one thread (the MiniLM encoding is set back to every core).
-Results go to benchmarks/results/scale_<n>.json.
+--tile T (with --index-only) encodes only N/T facts and makes the rest of the N keys from them:
+copy c of a key is the key plus Gaussian noise of 0.01 a dimension (cosine about 0.98 to it),
+renormalised, so the store holds T near-paraphrases of each fact, as a large store of one user's
+chat would hold repeats. It reaches N = 10^6 where encoding a million facts (about 45 minutes of
+MiniLM on this CPU) is out of reach; its figures measure the index at that size, not MiniLM's
+spread over a million distinct texts. --no-tree skips the direction tree (slow to build at 10^6).
+Results go to benchmarks/results/scale_<n>.json (scale_<n>_index_tile<T>.json with --tile).
 """
 
 from __future__ import annotations
@@ -152,7 +158,7 @@ def tie_recall(found: np.ndarray, scores: np.ndarray, kth: float) -> float:
     return float(np.sum(scores[found] >= kth - 1e-5) / len(found))
 
 
-def index_mode(n: int) -> dict:
+def index_mode(n: int, tile: int = 1, with_tree: bool = True) -> dict:
     """Retrieval alone on real MiniLM keys: each first stage on the topic bundle, then `fuse` over
     all three bundles (topic, a session-mixed context key, temporal phases) as `search` runs it."""
     import faiss
@@ -166,14 +172,21 @@ def index_mode(n: int) -> dict:
     torch.set_num_threads(os.cpu_count() or 1)
     t = time.time()
     texts = [it["text"] for it in items]
-    xb = np.concatenate([emb.encode(texts[i : i + 512]).numpy() for i in range(0, n, 512)])
+    m = -(-n // tile)  # the facts encoded
+    xb = np.concatenate([emb.encode(texts[i : i + 512]).numpy() for i in range(0, m, 512)])
     encode_s = time.time() - t
+    if tile > 1:
+        rng = np.random.default_rng(0)
+        copies = [xb] + [xb + rng.normal(0, 0.01, xb.shape).astype(np.float32) for _ in range(tile - 1)]
+        xb = np.concatenate(copies)[:n]
+        xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+        del copies
     xq = emb.encode(questions[:200]).numpy()
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
     cfg = ams.MemoryConfig()
     rc = cfg.retrieval
-    out = {"n": n, "minilm_encode_per_s": round(n / encode_s, 1), "topic": [], "threads": 1}
+    out = {"n": n, "tile": tile, "minilm_encode_per_s": round(m / encode_s, 1), "topic": [], "threads": 1}
 
     exact_d, exact = FlatIndex(xb).search(xq, 10)
 
@@ -199,16 +212,17 @@ def index_mode(n: int) -> dict:
         scan.rerank = rerank
         measure("scan", lambda q: scan.candidates(q, 10), rerank=rerank)
     scan.rerank = rc.rerank
-    tree = BundleIndex(xb.shape[1], exact_below=rc.exact_below, method="tree", branching=rc.branching,
+    tree = None if not with_tree else BundleIndex(xb.shape[1], exact_below=rc.exact_below, method="tree", branching=rc.branching,
                        leaf_size=rc.leaf_size, beam=rc.beam)
-    tree.add(xb)
-    t = time.time()
-    tree.candidates(xq[0], 10)
-    out["tree_build_s"] = round(time.time() - t, 2)
-    for beam in (rc.beam, 2 * rc.beam, 4 * rc.beam, 8 * rc.beam):
-        tree.tree.beam = beam
-        measure("tree", lambda q: tree.candidates(q, 10), beam=beam,
-                rows_scanned_median=int(np.median([len(tree.tree.reach(q)) for q in xq[:50]])))
+    if tree is not None:
+        tree.add(xb)
+        t = time.time()
+        tree.candidates(xq[0], 10)
+        out["tree_build_s"] = round(time.time() - t, 2)
+        for beam in (rc.beam, 2 * rc.beam, 4 * rc.beam, 8 * rc.beam):
+            tree.tree.beam = beam
+            measure("tree", lambda q: tree.candidates(q, 10), beam=beam,
+                    rows_scanned_median=int(np.median([len(tree.tree.reach(q)) for q in xq[:50]])))
 
     temporal = TemporalBundle(cfg.temporal)
     ts = np.array([it["ts"] for it in items])
@@ -219,7 +233,8 @@ def index_mode(n: int) -> dict:
     points = [{"topic": q, "context": q, "temporal": tq} for q in xq]  # no session: context point = own
     weights = {"topic": rc.topic_weight, "context": rc.context_weight, "temporal": rc.temporal_weight}
     out["fused"] = []
-    for method, candidates in (("scan", rc.candidates), ("scan", rc.dialogue_candidates), ("tree", rc.candidates)):
+    stages = [("scan", rc.candidates), ("scan", rc.dialogue_candidates)] + ([("tree", rc.candidates)] if with_tree else [])
+    for method, candidates in stages:
         index = {b: BundleIndex(k.shape[1], exact_below=rc.exact_below, method=method, rerank=rc.rerank,
                                 branching=rc.branching, leaf_size=rc.leaf_size, beam=rc.beam) for b, k in keys.items()}
         for b, k in keys.items():
@@ -250,14 +265,19 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--index-only", action="store_true")
     ap.add_argument("--pq-early", action="store_true")
+    ap.add_argument("--tile", type=int, default=1, help="with --index-only: encode N/T facts, jitter T copies")
+    ap.add_argument("--no-tree", action="store_true", help="with --index-only: leave out the direction tree")
     args = ap.parse_args()
+    if (args.tile != 1 or args.no_tree) and not args.index_only:
+        ap.error("--tile and --no-tree go with --index-only")
     t = time.time()
-    out = index_mode(args.n) if args.index_only else store_mode(args.n, args.backbone, args.batch, args.pq_early)
+    out = (index_mode(args.n, args.tile, not args.no_tree) if args.index_only
+           else store_mode(args.n, args.backbone, args.batch, args.pq_early))
     env = [f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS") if k in os.environ]
     out["command"] = " ".join(env + ["python benchmarks/scale.py"]) + " " + " ".join(
         f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in vars(args).items() if v is not False)
     out["wall_s"] = round(time.time() - t, 1)
-    tag = "_index" if args.index_only else "_pq" if args.pq_early else ""
+    tag = ("_index" + (f"_tile{args.tile}" if args.tile > 1 else "")) if args.index_only else "_pq" if args.pq_early else ""
     path = Path("benchmarks/results") / f"scale_{args.n}{tag}.json"
     path.write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))

@@ -266,7 +266,7 @@ class Memory:
             content, context = (self._decoded_stored(rows["id"], field) for field in ("content", "context"))
         rc = self.config.retrieval
         tree = dict(exact_below=rc.exact_below, method=rc.index, rerank=rc.rerank, branching=rc.branching,
-                    leaf_size=rc.leaf_size, beam=rc.beam)
+                    leaf_size=rc.leaf_size, beam=rc.beam, background=True)
         self._index = {
             "temporal": BundleIndex(self.temporal.d_base, **tree),
             "topic": BundleIndex(self.topic.d_base, **tree),

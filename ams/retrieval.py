@@ -13,8 +13,10 @@ Glossary: N rows, d width, Q queries, C candidates.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
@@ -230,6 +232,18 @@ class CodedScan:
         return self.rows[pos[self.live[pos]]][:n]
 
 
+@dataclass
+class _ScanBuild:
+    """A `CodedScan` being trained and coded in a thread from the first `rows` rows as they stood;
+    `touched` collects the rows among them replaced or removed since, to be re-coded on adoption."""
+
+    scan: CodedScan
+    rows: int
+    touched: set[int] = field(default_factory=set)
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
 class BundleIndex:
     """One bundle's retrieval keys: scanned exactly while small, through an approximate first
     stage with exact re-scoring when large.
@@ -240,10 +254,16 @@ class BundleIndex:
     exact top-10 (ties counted) in 0.9 ms a query, where the tree needed beam 256 and 11 ms for
     0.99 (BENCHMARKS.md, "Scale"). The tree scans exactly the rows added since its build and is
     rebuilt once they are a quarter of it; the scan codes rows as they come.
+
+    With `background`, a scan is trained and coded in a thread (FAISS releases the GIL) instead of
+    inside the search that needs it: until it is ready, searches use the previous scan, or, for the
+    first one, score every row exactly. A build costs about 0.5 s a bundle at 10^5 rows and 8.6 s at
+    10^6, which the first search after opening a store would otherwise wait for. Rows added,
+    replaced or removed while it runs are brought into it when it is adopted.
     """
 
     def __init__(self, d: int, *, exact_below: int, method: str = "scan", rerank: int = 128,
-                 branching: int = 16, leaf_size: int = 64, beam: int = 32) -> None:
+                 branching: int = 16, leaf_size: int = 64, beam: int = 32, background: bool = False) -> None:
         if method not in ("scan", "tree"):
             raise ValueError(f"method must be 'scan' or 'tree', not {method!r}")
         self.d = d
@@ -258,6 +278,8 @@ class BundleIndex:
         self.tree: DirectionTree | None = None
         self._built_rows = 0
         self.scan: CodedScan | None = None
+        self.background = background
+        self._build: _ScanBuild | None = None  # a scan being built in a thread
 
     @property
     def x(self) -> np.ndarray:
@@ -296,6 +318,8 @@ class BundleIndex:
         self.tree = None
         if self.scan is not None and self.alive[row]:  # a removed row stays out of the scan
             self.scan.add(np.array([row]), self.x[row : row + 1])
+        if self._build is not None:
+            self._build.touched.add(row)
         self.version += 1
 
     def remove(self, row: int) -> None:
@@ -305,7 +329,15 @@ class BundleIndex:
         self._live -= 1
         if self.scan is not None:
             self.scan.retire(np.array([row]))
+        if self._build is not None:
+            self._build.touched.add(row)
         self.version += 1
+
+    def wait(self) -> None:
+        """Block until a scan being built in the background is ready, and adopt it."""
+        if self._build is not None:
+            self._build.done.wait()
+            self._adopt()
 
     def scores(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return self.x[rows] @ q
@@ -317,7 +349,10 @@ class BundleIndex:
         if total < self.exact_below or len(self) < SCAN_MIN_ROWS:
             rows = np.flatnonzero(self.alive)
         elif self.method == "scan":
-            rows = self._scan().search(q, max(self.rerank, n))
+            scan = self._scan()
+            if scan is None:  # the first scan is still being built: score every row exactly
+                return self._exact(q, n)
+            rows = scan.search(q, max(self.rerank, n))
         else:
             if self.tree is None or total - self._built_rows > self._built_rows // 4:
                 self.tree = DirectionTree(**self._tree_args).build(self.x)
@@ -329,16 +364,60 @@ class BundleIndex:
         s = self.x[rows] @ q
         return rows[np.argsort(-s, kind="stable")[:n]]
 
-    def _scan(self) -> CodedScan:
+    def _exact(self, q: np.ndarray, n: int) -> np.ndarray:
+        """Up to `n` live rows by exact score, best first, without gathering the keys."""
+        n = min(n, len(self))
+        if n <= 0:
+            return np.zeros(0, dtype=np.int64)
+        s = self.x @ q
+        s[~self.alive] = -np.inf
+        top = np.argpartition(-s, n - 1)[:n] if n < len(s) else np.flatnonzero(self.alive)
+        return top[np.argsort(-s[top], kind="stable")]
+
+    def _scan(self) -> CodedScan | None:
         """The coded scan, trained afresh each time the live rows grow fourfold, re-coded once
         retired positions are an eighth of it (at 10^5 rows a build costs the search that triggers it
-        about 0.4 s a bundle)."""
+        about 0.4 s a bundle, unless `background`). None while the first one is built in a thread."""
+        self._adopt()
         live = len(self)
         if self.scan is None or live > 4 * self.scan.trained_on:
-            self.scan = CodedScan(self.d).build(self.x, self.alive)
-        elif self.scan.retired > max(1024, self.scan.positions // 8):
+            if not self.background:
+                self.scan = CodedScan(self.d).build(self.x, self.alive)
+            elif self._build is None:
+                self._start_build()
+        elif self.scan.retired > max(1024, self.scan.positions // 8) and self._build is None:
             self.scan.recode(self.x, self.alive)
         return self.scan
+
+    def _start_build(self) -> None:
+        job = _ScanBuild(CodedScan(self.d), self._n)
+        x, alive = self.x, self.alive.copy()  # rows changed after this point are re-coded on adoption
+
+        def run() -> None:
+            try:
+                job.scan.build(x, alive)
+            except BaseException as e:  # handed to the searching thread by _adopt
+                job.error = e
+            finally:
+                job.done.set()
+
+        self._build = job
+        threading.Thread(target=run, name="ams-scan-build", daemon=True).start()
+
+    def _adopt(self) -> None:
+        """Take over a finished background scan, after coding the rows changed while it was built."""
+        job = self._build
+        if job is None or not job.done.is_set():
+            return
+        self._build = None
+        if job.error is not None:
+            raise job.error
+        changed = np.union1d(np.fromiter(job.touched, dtype=np.int64, count=len(job.touched)),
+                             np.arange(job.rows, self._n))
+        alive = self.alive[changed]
+        job.scan.retire(changed[~alive])
+        job.scan.add(changed[alive], self.x[changed[alive]])
+        self.scan = job.scan
 
 
 def fuse(indexes: dict[str, BundleIndex], queries: dict[str, np.ndarray], weights: dict[str, float],

@@ -130,6 +130,73 @@ def test_coded_scan_follows_adds_deletes_and_replacements_without_retraining():
     assert index.scan is not scan and index.scan.trained_on == len(index)
 
 
+@pytest.fixture
+def held_builds(monkeypatch):
+    """Background scan builds wait for `release.set()`: changes can be made while one runs."""
+    import threading
+
+    from ams.retrieval import CodedScan
+
+    release, started = threading.Event(), threading.Event()
+    build = CodedScan.build
+
+    def held(self, x, alive):
+        started.set()
+        release.wait(30)
+        return build(self, x, alive)
+    monkeypatch.setattr(CodedScan, "build", held)
+    return release, started
+
+
+def test_a_background_scan_answers_exactly_until_ready_and_takes_in_what_changed_meanwhile(held_builds):
+    release, started = held_builds
+    x = clustered(7000, 32, seed=12)
+    index = BundleIndex(32, exact_below=2000, rerank=64, background=True)
+    index.add(x[:5000])
+    assert not started.is_set()  # nothing is built before the first search
+    first = index.candidates(x[7], 10)  # starts the build, answers exactly
+    assert started.wait(5) and index.scan is None
+    exact = np.argsort(-(x[:5000] @ x[7]), kind="stable")[:10]
+    assert np.array_equal(first, exact)
+    index.add(x[5000:6000])  # while the build runs: new rows, a replacement and removals
+    index.replace(30, x[6500])
+    index.remove(40)
+    index.remove(5100)
+    assert index.candidates(x[6500], 1)[0] == 30 and 40 not in index.candidates(x[40], 20)
+    release.set()
+    index.wait()
+    scan = index.scan
+    assert scan is not None and scan.trained_on == 5000
+    live = np.flatnonzero(index.alive)
+    assert np.array_equal(np.sort(scan.rows[scan.live]), live)  # every live row coded once, no dead one
+    assert (scan.pos_of[[40, 5100]] == -1).all()
+    assert index.candidates(x[6500], 1)[0] == 30  # the replaced row is coded with its new key
+    assert index.candidates(x[5500], 1)[0] == 5500 and 40 not in index.candidates(x[40], 20)
+    index.add(clustered(16_000, 32, seed=13))  # past 4x: the next build runs while the old scan serves
+    release.clear()
+    index.candidates(x[0], 1)
+    assert index.scan is scan and index._build is not None
+    assert index.candidates(x[5500], 1)[0] == 5500
+    release.set()
+    index.wait()
+    assert index.scan is not scan and index.scan.trained_on == len(index)
+
+
+def test_a_failed_background_build_is_raised_to_the_search(monkeypatch):
+    from ams.retrieval import CodedScan
+
+    def broken(self, x, alive):
+        raise MemoryError("no room for codes")
+    monkeypatch.setattr(CodedScan, "build", broken)
+    index = BundleIndex(16, exact_below=0, background=True)
+    index.add(clustered(3000, 16, seed=14))
+    index.candidates(index.x[0], 1)
+    index._build.done.wait(5)
+    with pytest.raises(MemoryError, match="no room"):
+        index.candidates(index.x[0], 1)
+    assert index._build is None
+
+
 def test_coded_scans_of_equal_rows_are_equal():
     x = clustered(3000, 16, seed=8)
     a, b = BundleIndex(16, exact_below=0), BundleIndex(16, exact_below=0)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 import ams
+from ams import store as store_mod
 from ams.bench.dialogue import TALK, generate_dialogue
 from ams.bench.synthetic import FIRST, _split
 from ams.cli import main
@@ -94,6 +96,34 @@ class TestLexicalIndex:
             b.write("My zebra is called Dots.")
             assert _words(a, "a", "zebra") == {"A zebra named Stripes lives next door."}
             assert [h.text for h in a.search("zebra", k=3)] == ["A zebra named Stripes lives next door."]
+
+    def test_a_users_best_matches_are_found_below_other_users_better_ones(self, store_path, tiny_backbone_dir):
+        """The shared index's top matches may all be another user's: this user's best still come back,
+        as a search restricted to this user finds them, in the same order."""
+        with ams.Memory.open(store_path, backbone=tiny_backbone_dir, user_id="a") as a, \
+                ams.Memory.open(store_path, backbone=tiny_backbone_dir, user_id="b") as b:
+            a.write_many([f"An otter {i} swims." for i in range(3)] + ["Nothing to see."])
+            b.write_many([f"Otter otter otter {i}, otters everywhere." for i in range(8)])
+            b.write_many([f"One otter {i} on a long walk along the river bank today." for i in range(3)])
+
+            def reference(user, limit):
+                return a.store.db.execute(
+                    "SELECT m.id, -bm25(memories_fts) AS s FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid"
+                    " WHERE memories_fts MATCH '\"otter\"' AND m.user_id = ? ORDER BY s DESC, m.seq LIMIT ?",
+                    [user, limit]).fetchall()
+            for user in ("a", "b"):
+                for limit in (1, 2, 4, 8, 11, 50):
+                    a.store._joined_for.clear()  # each limit tries the shared ranking first
+                    got = a.store.lexical(user, ["otter"], limit)
+                    want = reference(user, limit)
+                    assert [m for m, _ in got] == [m for m, _ in want], (user, limit)
+                    assert np.allclose([s for _, s in got], [s for _, s in want])
+            a.store._joined_for.clear()
+            assert len(a.store.lexical("a", ["otter"], 4)) == 3  # below eight better rows of b's
+            assert a.store._joined_for == {"a": store_mod.JOINED_RUNS}  # so a's next searches run restricted
+            assert [m for m, _ in a.store.lexical("a", ["otter"], 4)] == [m for m, _ in reference("a", 4)]
+            assert a.store._joined_for == {"a": store_mod.JOINED_RUNS - 1}
+            assert a.store.lexical("a", ["otter"], 0) == []
 
     @pytest.mark.parametrize("query", ['"', 'NEAR(a b)', "a* OR -b", "'; DROP TABLE memories; --", "AND", "^x:y"])
     def test_fts_syntax_in_a_question_is_only_words(self, fresh_store, query):

@@ -347,8 +347,8 @@ class BundleIndex:
         above `exact_below` rows, among those the first stage proposes)."""
         total = len(self.x)
         if total < self.exact_below or len(self) < SCAN_MIN_ROWS:
-            rows = np.flatnonzero(self.alive)
-        elif self.method == "scan":
+            return self._exact(q, n)
+        if self.method == "scan":
             scan = self._scan()
             if scan is None:  # the first scan is still being built: score every row exactly
                 return self._exact(q, n)
@@ -365,14 +365,18 @@ class BundleIndex:
         return rows[np.argsort(-s, kind="stable")[:n]]
 
     def _exact(self, q: np.ndarray, n: int) -> np.ndarray:
-        """Up to `n` live rows by exact score, best first, without gathering the keys."""
+        """Up to `n` live rows by exact score, best first, ties in row order (as a stable sort of
+        every live row would give), without gathering the keys or sorting them all."""
         n = min(n, len(self))
         if n <= 0:
             return np.zeros(0, dtype=np.int64)
         s = self.x @ q
         s[~self.alive] = -np.inf
-        top = np.argpartition(-s, n - 1)[:n] if n < len(s) else np.flatnonzero(self.alive)
-        return top[np.argsort(-s[top], kind="stable")]
+        if n < len(self):  # every row reaching the n-th best score, ties at the boundary included
+            rows = np.flatnonzero(s >= -np.partition(-s, n - 1)[n - 1])
+        else:
+            rows = np.flatnonzero(self.alive)
+        return rows[np.argsort(-s[rows], kind="stable")[:n]]
 
     def _scan(self) -> CodedScan | None:
         """The coded scan, trained afresh each time the live rows grow fourfold, re-coded once

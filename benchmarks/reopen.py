@@ -30,8 +30,7 @@ import ams
 from ams.bench.tiny import tiny_llama
 
 STAGES = {  # profiled function -> stage name
-    "memory_columns": "read memory rows (checksums verified)",
-    "vector_columns": "read vector rows (checksums verified)",
+    "memory_columns": "read memory rows and their content and context vectors (checksums verified)",
     "_decode": "decode codes into keys",
     "_append": "row bookkeeping and bundle keys",
     "build": "first search: code the scans (in background threads, which the profile does not see)",

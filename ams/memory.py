@@ -25,6 +25,7 @@ import json
 import math
 import re
 import sqlite3
+import threading
 import time
 import uuid
 import warnings
@@ -84,11 +85,15 @@ def _shared_embedder() -> SentenceEncoder:
 
 
 def _guarded(fn):
-    """Translate what SQLite raises on a damaged or locked file into the library's typed errors."""
+    """Run a public call of a `Memory` under its lock (one call at a time, whichever thread makes
+    it), and translate what SQLite raises on a damaged or locked file into the library's typed errors."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            if args and isinstance(args[0], Memory):
+                with args[0]._lock:
+                    return fn(*args, **kwargs)
             return fn(*args, **kwargs)
         except sqlite3.OperationalError as e:
             busy = busy_error(e)
@@ -118,7 +123,13 @@ class _Plan:
 
 
 class Memory:
-    """A user's long-term memory in one SQLite store. Open with `Memory.open`."""
+    """A user's long-term memory in one SQLite store. Open with `Memory.open`.
+
+    One `Memory` may be shared by several threads: its calls run one at a time (a lock per
+    `Memory`), so a long `generate` makes the others wait. For answers generated side by side,
+    open one `Memory` per thread; handles on the same file see each other's writes, as handles
+    in different processes do.
+    """
 
     def __init__(self, store: Store, backbone: HFBackbone, embedder: SentenceEncoder, *,
                  user_id: str, config: MemoryConfig) -> None:
@@ -138,6 +149,8 @@ class Memory:
         self.weights: str | None = None  # the trained channel's file, when one is loaded
         self._salient_tokens = config.prefix.salient_tokens  # trained weights bring their own
         self._closed = False
+        self._lock = threading.RLock()  # public calls run one at a time (`_guarded`)
+        self._index: dict[str, BundleIndex] = {}  # bundle -> its retrieval keys, filled by _load
         self._load()
 
     # -- opening --------------------------------------------------------------------------------
@@ -267,6 +280,7 @@ class Memory:
         rc = self.config.retrieval
         tree = dict(exact_below=rc.exact_below, method=rc.index, rerank=rc.rerank, branching=rc.branching,
                     leaf_size=rc.leaf_size, beam=rc.beam, background=True)
+        self._close_indexes()  # a reload: the old indexes' scan builds are of no more use
         self._index = {
             "temporal": BundleIndex(self.temporal.d_base, **tree),
             "topic": BundleIndex(self.topic.d_base, **tree),
@@ -1301,10 +1315,17 @@ class Memory:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
-        """Close the store. Further calls raise `StoreClosed`."""
-        if not self._closed:
-            self.store.close()
-            self._closed = True
+        """Close the store, after stopping the indexes' background scan builds (no thread outlives
+        the call). Further calls raise `StoreClosed`."""
+        with self._lock:  # not while another thread's call is running
+            if not self._closed:
+                self._close_indexes()
+                self.store.close()
+                self._closed = True
+
+    def _close_indexes(self) -> None:
+        for index in self._index.values():
+            index.close()
 
     def __enter__(self) -> Memory:
         return self

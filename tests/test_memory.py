@@ -2,6 +2,7 @@
 
 import datetime as dt
 import sqlite3
+import time
 
 import numpy as np
 import pytest
@@ -412,3 +413,22 @@ def test_a_large_set_moves_every_row_to_pq_codes_and_still_finds_them(tmp_path, 
     with ams.Memory.open(path, backbone=tiny_backbone_dir) as mem:
         assert mem.search(texts[7], k=1)[0].text == texts[7]
         assert mem.verify()["memories"] == 520
+
+
+def test_closing_a_memory_stops_its_indexes_background_scan_builds(fresh_store, monkeypatch):
+    from ams import retrieval
+
+    add = retrieval.CodedScan.add
+
+    def slow_add(self, rows, x):  # a build of 3,000 rows in 47 chunks of 64, 0.02 s each
+        time.sleep(0.02)
+        add(self, rows, x)
+    monkeypatch.setattr(retrieval, "STOP_CHUNK", 64)
+    monkeypatch.setattr(retrieval.CodedScan, "add", slow_add)
+    index = fresh_store._index["topic"]  # rows enough for a coded scan, without writing 3,000 memories
+    index.add(np.random.default_rng(0).standard_normal((3000, index.d)).astype(np.float32))
+    monkeypatch.setattr(index, "exact_below", 0)
+    index.candidates(index.x[0], 1)
+    job = index._build
+    fresh_store.close()
+    assert not job.thread.is_alive() and isinstance(job.error, retrieval.BuildStopped)

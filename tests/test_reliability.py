@@ -143,3 +143,55 @@ def test_a_writer_that_cannot_get_the_lock_gets_store_busy_and_writes_nothing(st
         assert len(mem) == 2
     with pytest.raises(ams.InvalidInput):
         ams.Memory.open(store_path, backbone=tiny_backbone_dir, busy_timeout=-1)
+
+
+def test_threads_sharing_a_memory_and_a_backbone_lose_nothing(store_path, tiny_backbone_dir):
+    """Four threads share one Memory and two more share a second one, of another user on the same
+    file (both on one backbone): no call fails, every write lands with its last text, and both
+    stores verify."""
+    import threading
+
+    alice = ams.Memory.open(store_path, backbone=tiny_backbone_dir)
+    bob = ams.Memory.open(store_path, backbone=tiny_backbone_dir, user_id="bob")
+    assert alice.backbone is bob.backbone
+    errors: list[BaseException] = []
+    final: dict[str, dict[str, str]] = {}
+    start = threading.Barrier(6)
+
+    def work(mem, name: str, n: int = 12) -> None:
+        kept: dict[str, str] = {}
+        try:
+            start.wait()
+            for i in range(n):
+                text = f"{name} wrote note {i}: the {['red', 'blue', 'green'][i % 3]} box holds item {i}."
+                mid = mem.write(text, session=name)
+                kept[mid] = text
+                if i % 3 == 0:
+                    assert mem.search(f"{name} note {i}", k=3)
+                if i % 4 == 1:
+                    kept[mid] = text + " Moved to the shelf."
+                    mem.update(mid, kept[mid])
+                if i % 5 == 2:
+                    mem.delete(mid)
+                    del kept[mid]
+                if i % 6 == 0:
+                    mem.generate(f"What does {name}'s box hold?", mode="text", max_new_tokens=2)
+        except BaseException as e:  # handed to the main thread
+            errors.append(e)
+        final[name] = kept
+
+    threads = [threading.Thread(target=work, args=(alice, f"a{t}")) for t in range(4)]
+    threads += [threading.Thread(target=work, args=(bob, f"b{t}")) for t in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert not errors, errors
+        for mem, names in ((alice, ["a0", "a1", "a2", "a3"]), (bob, ["b0", "b1"])):
+            want = {m: text for name in names for m, text in final[name].items()}
+            assert {m.id: m.text for m in mem.get_all(limit=-1)} == want
+            assert len(mem) == len(want) and mem.verify()["memories"] == len(want)
+    finally:
+        alice.close()
+        bob.close()

@@ -1,3 +1,5 @@
+import time
+
 import numpy as np
 import pytest
 
@@ -140,10 +142,10 @@ def held_builds(monkeypatch):
     release, started = threading.Event(), threading.Event()
     build = CodedScan.build
 
-    def held(self, x, alive):
+    def held(self, x, alive, **kw):
         started.set()
         release.wait(30)
-        return build(self, x, alive)
+        return build(self, x, alive, **kw)
     monkeypatch.setattr(CodedScan, "build", held)
     return release, started
 
@@ -185,7 +187,7 @@ def test_a_background_scan_answers_exactly_until_ready_and_takes_in_what_changed
 def test_a_failed_background_build_is_raised_to_the_search(monkeypatch):
     from ams.retrieval import CodedScan
 
-    def broken(self, x, alive):
+    def broken(self, x, alive, **kw):
         raise MemoryError("no room for codes")
     monkeypatch.setattr(CodedScan, "build", broken)
     index = BundleIndex(16, exact_below=0, background=True)
@@ -195,6 +197,35 @@ def test_a_failed_background_build_is_raised_to_the_search(monkeypatch):
     with pytest.raises(MemoryError, match="no room"):
         index.candidates(index.x[0], 1)
     assert index._build is None
+
+
+def test_closing_an_index_stops_its_background_build_and_ends_its_thread(monkeypatch):
+    from ams import retrieval
+    from ams.retrieval import CodedScan
+
+    chunks, add = [], CodedScan.add
+
+    def slow_add(self, rows, x):  # 0.02 s a chunk of 64 rows: the whole build would take 1.2 s
+        chunks.append(len(rows))
+        time.sleep(0.02)
+        add(self, rows, x)
+    monkeypatch.setattr(retrieval, "STOP_CHUNK", 64)
+    monkeypatch.setattr(CodedScan, "add", slow_add)
+    x = clustered(4000, 16, seed=15)
+    index = BundleIndex(16, exact_below=0, background=True)
+    index.add(x)
+    assert index.candidates(x[3], 1)[0] == 3  # exact while the scan is built
+    job = index._build
+    while not chunks:
+        time.sleep(0.005)
+    index.close()
+    assert not job.thread.is_alive() and job.done.is_set()
+    assert isinstance(job.error, retrieval.BuildStopped) and sum(chunks) < len(x)  # stopped part way
+    assert index._build is None and index.scan is None
+    monkeypatch.setattr(CodedScan, "add", add)
+    assert index.candidates(x[9], 1)[0] == 9  # still usable: the next search starts a new build
+    index.wait()
+    assert index.scan is not None and index.scan.positions == len(x)
 
 
 def test_coded_scans_of_equal_rows_are_equal():

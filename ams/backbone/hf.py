@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -69,6 +70,7 @@ class HFBackbone:
         self.takes_times: bool = getattr(cfg, "model_type", None) == "spce"
         self.encode_dtype: torch.dtype = self._resolve_encode_dtype(encode_dtype)
         self._encoder = None  # the encoding copy, when encode_dtype is not the model's own
+        self._encoder_lock = threading.Lock()  # Memory handles in several threads share a backbone
 
     def _resolve_encode_dtype(self, choice: str) -> torch.dtype:
         if choice not in ENCODE_DTYPES:
@@ -85,10 +87,11 @@ class HFBackbone:
     def _encoding_model(self):
         if self.encode_dtype == self.model.get_input_embeddings().weight.dtype:
             return self.model
-        if self._encoder is None:  # parameters are converted one by one: no second fp32 model at any time
-            cast = {id(p): torch.nn.Parameter(p.detach().to(self.encode_dtype), requires_grad=False)
-                    for p in self.model.parameters()}
-            self._encoder = copy.deepcopy(self.model, cast).to(self.encode_dtype)  # then the buffers
+        with self._encoder_lock:  # made once, however many threads ask for it first
+            if self._encoder is None:  # parameters are converted one by one: no second fp32 model at any time
+                cast = {id(p): torch.nn.Parameter(p.detach().to(self.encode_dtype), requires_grad=False)
+                        for p in self.model.parameters()}
+                self._encoder = copy.deepcopy(self.model, cast).to(self.encode_dtype)  # then the buffers
         return self._encoder
 
     @property

@@ -462,7 +462,7 @@ class Memory:
 
         def block(version: int, idx: np.ndarray) -> np.ndarray:
             if version == 0:  # raw float32 rows, each its own safetensors blob
-                return self._decoded([("", 0, unpack(data[i])) for i in idx], field)
+                return self._decoded([("", 0, unpack(data[i])) for i in idx], field)  # ids are not read
             size = len(data[idx[0]])
             joined = b"".join([data[i] for i in idx])
             if len(joined) != size * len(idx):

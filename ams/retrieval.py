@@ -144,6 +144,11 @@ def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 SUPERSEDE_MARGIN = 1e-3  # how far above the row it supersedes a successor ranks (see `fuse`)
 SCAN_MIN_ROWS = 1024  # fewer live rows than this are always scanned exactly (and codebooks need data)
+STOP_CHUNK = 16_384  # rows a background build codes between looks at its stop flag (about 0.1 s at d = 384)
+
+
+class BuildStopped(Exception):
+    """A background scan build was told to stop (its index was closed)."""
 
 
 class CodedScan:
@@ -237,13 +242,6 @@ class CodedScan:
         _, pos = self.pq.search(np.ascontiguousarray(q, dtype=np.float32).reshape(1, -1), want)
         pos = pos[0][pos[0] >= 0]
         return self.rows[pos[self.live[pos]]][:n]
-
-
-class BuildStopped(Exception):
-    """A background scan build was told to stop (its index was closed)."""
-
-
-STOP_CHUNK = 16_384  # rows a background build codes between looks at its stop flag (about 0.1 s at d = 384)
 
 
 @dataclass

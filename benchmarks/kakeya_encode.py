@@ -15,25 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 from ams.kernels import HAS_TRITON, kakeya_encode, kakeya_encode_ref
-
-
-def timed(fn, reps: int, sync) -> float:
-    for _ in range(2):
-        fn()
-    sync()
-    out = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
+from spce_rotary import timed  # medians of timed calls after warm-up, synchronised on CUDA
 
 
 def codec_arrays(d: int, S: int, m: int, device: str, seed: int = 0):

@@ -184,7 +184,7 @@ class CodedScan:
 
     def build(self, x: np.ndarray, alive: np.ndarray, *, stop: threading.Event | None = None) -> CodedScan:
         """Train the codebooks on a sample of the live rows of `x` (N, d), then code them all.
-        With `stop`, coding goes a chunk of rows at a time and raises `BuildStopped` once it is set."""
+        Rows are coded `STOP_CHUNK` at a time; with `stop`, it raises `BuildStopped` once that is set."""
         keep = np.flatnonzero(alive)
         sample = keep
         if len(keep) > self.train_sample:
@@ -204,13 +204,11 @@ class CodedScan:
         self.pos_of = np.full(len(x), -1, dtype=np.int64)
         self.retired = 0
         keep = np.flatnonzero(alive)
-        if stop is None:
-            self.add(keep, x if len(keep) == len(x) else x[keep])
-            return self
         for i in range(0, len(keep), STOP_CHUNK):  # the same codes as one add: each row is coded alone
-            if stop.is_set():
+            if stop is not None and stop.is_set():
                 raise BuildStopped("the index was closed while its scan was being built")
-            self.add(keep[i : i + STOP_CHUNK], x[keep[i : i + STOP_CHUNK]])
+            rows = keep[i : i + STOP_CHUNK]
+            self.add(rows, x[rows])
         return self
 
     def add(self, rows: np.ndarray, x: np.ndarray) -> None:

@@ -340,11 +340,9 @@ class Store:
                "speaker": list(cols[7]), "access_count": list(cols[8])}
         for i, field in enumerate(fields):
             versions, data, sums = cols[10 + 3 * i : 13 + 3 * i]
-            for j, (blob, crc) in enumerate(zip(data, sums)):
-                if blob is None:
-                    raise StoreCorrupted(f"memory {out['id'][j]!r} is missing its {field!r} vector")
-                if zlib.crc32(blob) != crc:
-                    raise StoreCorrupted(f"a vector of memory {out['id'][j]!r} fails its checksum: the file was damaged")
+            if None in data:
+                raise StoreCorrupted(f"memory {out['id'][data.index(None)]!r} is missing its {field!r} vector")
+            _check_vectors(out["id"], data, sums)
             out[field] = (list(versions), list(data))
         return out
 
@@ -502,9 +500,7 @@ class Store:
             args.append(version)
         rows = self.db.execute(sql + " ORDER BY m.seq", args).fetchall()
         ids, versions, data, sums = (list(c) for c in zip(*rows)) if rows else ([], [], [], [])
-        for i, crc in enumerate(map(zlib.crc32, data)):
-            if crc != sums[i]:
-                raise StoreCorrupted(f"a vector of memory {ids[i]!r} fails its checksum: the file was damaged")
+        _check_vectors(ids, data, sums)
         return ids, versions, data
 
     def vectors_for(self, memory_ids: list[str], field: str) -> dict[str, tuple[int, np.ndarray]]:
@@ -545,6 +541,13 @@ class Store:
         except sqlite3.DatabaseError:
             return {}
         return {r[0]: int(r[1]) for r in rows}
+
+
+def _check_vectors(ids: list[str], data: list[bytes], sums: list[int]) -> None:
+    """Raise `StoreCorrupted` for the first vector whose bytes do not match their checksum."""
+    for i, crc in enumerate(map(zlib.crc32, data)):
+        if crc != sums[i]:
+            raise StoreCorrupted(f"a vector of memory {ids[i]!r} fails its checksum: the file was damaged")
 
 
 def _unpack_checked(r: tuple) -> np.ndarray:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from ams.kernels import HAS_TRITON, kakeya_encode, kakeya_encode_ref
-from spce_rotary import timed  # medians of timed calls after warm-up, synchronised on CUDA
+from timing import device_and_sync, timed
 
 
 def codec_arrays(d: int, S: int, m: int, device: str, seed: int = 0):
@@ -40,9 +40,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    cuda = torch.cuda.is_available()
-    device = "cuda" if cuda else "cpu"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    device, sync = device_and_sync()
+    cuda = device == "cuda"
     compiled = torch.compile(kakeya_encode_ref)
     rows = []
     for shape in args.shapes:

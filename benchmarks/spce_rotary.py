@@ -11,25 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 from ams.kernels.spce_rotary import HAS_TRITON, spce_rotary, spce_rotary_ref
-
-
-def timed(fn, reps: int, sync) -> float:
-    for _ in range(3):
-        fn()
-    sync()
-    out = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
+from timing import device_and_sync, timed
 
 
 def main() -> None:
@@ -40,10 +26,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    cuda = torch.cuda.is_available()
-    device = "cuda" if cuda else "cpu"
+    device, sync = device_and_sync()
+    cuda = device == "cuda"
     dtype = getattr(torch, args.dtype)
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
     compiled = torch.compile(spce_rotary_ref)
     rows = []
     for shape in args.shapes:

@@ -97,7 +97,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Memories, bytes per memory, codec sets and backbone of a store, without loading models."""
-    from .kakeya import KakeyaCodec
+    from .kakeya import load_codec
 
     with _existing_store(args.store) as store:
         n = store.count()
@@ -111,8 +111,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             "file_bytes": size, "bytes_per_memory": round(size / n, 1) if n else None,
             "vector_bytes_per_memory": round(tables.get("vectors", 0) / n, 1) if n and tables else None,
             "codec_sets": [
-                {"set": s, "version": v, "trained_on": t, "code_size": KakeyaCodec.from_bytes(d).code_size}
-                for s, v, t, d in store.codecs()
+                {"set": s, "version": v, "kind": k, "trained_on": t, "code_size": load_codec(k, d).code_size}
+                for s, v, t, k, d in store.codecs()
             ],
         }
         if args.json:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Settings read only when searching: a store written by a newer version may carry ones this version
 # lacks, and is opened without them (`MemoryConfig.from_stored`).
 SEARCH_ONLY = ("retrieval",)
+KAKEYA_HEADER = 6  # bytes of a Kakeya-PQ code's coarse part (alpha, t, segment)
 
 
 class _Frozen(BaseModel):
@@ -39,13 +40,20 @@ class KakeyaConfig(_Frozen):
     n_segments: int = Field(16, ge=1, le=65535, description="Spherical k-means segments per codec.")
     max_train: int = Field(20000, ge=64, description="Most vectors a codec trains on (a seeded sample).")
     pq_min_train: int = Field(
-        4096, ge=1024, description="A codec version trained on at least this many vectors codes residuals "
-        "by product quantisation (m + 6 bytes a vector); smaller ones keep the dense int8 residual (d + 8).",
+        4096, ge=1024, description="A codec version trained on at least this many vectors is compact (`codec`, "
+        "`pq_bytes` bytes a vector); smaller ones keep Kakeya's dense int8 residual (d + 8 bytes).",
+    )
+    codec: Literal["pq", "kakeya-pq"] = Field(
+        "pq", description="The compact codec of a large set: 'pq', product quantisation of the vector less the "
+        "set's mean, or 'kakeya-pq', Kakeya's coarse part (6 bytes) with a product-quantised residual. At equal "
+        "bytes 'pq' reconstructs every stored field better (benchmarks/codecs.py). Stores made before this "
+        "setting existed are moved to 'pq' at the same bytes a code by migration 005_codec_kinds; their "
+        "earlier versions keep decoding.",
     )
     pq_bytes: dict[str, int] = Field(
-        default_factory=lambda: {"sentence": 64, "salient": 48, "hidden": 48},
-        description="PQ sub-quantisers (bytes) per codec set once it is large: 64 + 64 + 48 + 48 plus four "
-        "6-byte headers keeps a memory's four vectors within 248 bytes.",
+        default_factory=lambda: {"sentence": 70, "salient": 54, "hidden": 54},
+        description="Bytes of a vector's code per codec set once it is large: 70 + 70 + 54 + 54 keeps a "
+        "memory's four vectors within 248 bytes. 'kakeya-pq' spends 6 of them on its coarse part.",
     )
 
     @field_validator("pq_bytes")
@@ -54,6 +62,12 @@ class KakeyaConfig(_Frozen):
         if any(not isinstance(b, int) or not 1 <= b <= 4096 for b in v.values()):
             raise ValueError("pq_bytes values must be between 1 and 4096")
         return v
+
+    @model_validator(mode="after")
+    def _coarse_part_fits(self) -> KakeyaConfig:
+        if self.codec == "kakeya-pq" and any(b <= KAKEYA_HEADER for b in self.pq_bytes.values()):
+            raise ValueError(f"codec 'kakeya-pq' needs pq_bytes above its {KAKEYA_HEADER}-byte coarse part")
+        return self
 
 
 class RetrievalConfig(_Frozen):

@@ -57,7 +57,7 @@ from .errors import (
     TextTooLong,
     UnknownMode,
 )
-from .kakeya import KakeyaCodec, KakeyaRegistry, default_sets
+from .kakeya import KakeyaRegistry, default_sets, load_codec
 from .retrieval import BundleIndex, FlatIndex, fuse
 from .session import fold
 from .store import Store, busy_error, unpack
@@ -312,15 +312,15 @@ class Memory:
             if not s.versions:
                 return True
             if not any(c.pq_bytes for c in s.versions.values()):
-                data = {(n, v): d for n, v, _, d in self.store.codecs()}[(set_name, version)]
-                if KakeyaCodec.from_bytes(data).pq_bytes:
+                kind, data = {(n, v): (k, d) for n, v, _, k, d in self.store.codecs()}[(set_name, version)]
+                if load_codec(kind, data).pq_bytes:
                     return True
         return False
 
     def _load_codecs(self, keys: set[tuple[str, int]]) -> None:
-        for set_name, version, trained_at, data in self.store.codecs():
+        for set_name, version, trained_at, kind, data in self.store.codecs():
             if (set_name, version) in keys and set_name in self.registry.sets:
-                self.registry.load(set_name, version, trained_at, data)
+                self.registry.load(set_name, version, trained_at, kind, data)
         self._codec_keys |= keys
 
     def _append(self, rows: dict[str, list], content: np.ndarray, context: np.ndarray) -> None:
@@ -624,7 +624,7 @@ class Memory:
             xt = np.concatenate([self._decoded(self.store.vectors(None, f), f) for f in codec_set.spec.fields])
             version = self.registry.train(set_name, xt, seed=self.config.prefix.seed)
             codec = self.registry.codec(set_name, version)
-            self.store.put_codec(set_name, version, codec_set.trained_at[version], codec.to_bytes())
+            self.store.put_codec(set_name, version, codec_set.trained_at[version], codec.kind, codec.to_bytes())
             # Rows to re-code: the raw ones on a set's first training, and the dense-residual ones on its
             # first PQ version, so a large store keeps no d + 8 byte codes (int8 decodes within ~1%, so
             # coding its output again adds nothing measurable). Otherwise no row is coded twice.

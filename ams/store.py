@@ -10,9 +10,9 @@ Tables:
     memories    seq (write order), id, user_id, text, ts, session, role, speaker, meta, created/updated,
                 access
     memories_fts  FTS5 index of the texts, rowid = memories.seq, kept in step by triggers
-    vectors     (memory_id, field) -> version (0 raw float32, >= 1 Kakeya codec version), data
+    vectors     (memory_id, field) -> version (0 raw float32, >= 1 codec version), data
                 (version 0: safetensors float32; >= 1: the code's bytes, whose length the codec knows)
-    codecs      (set_name, version) -> trained_at, data (a serialised Kakeya codec)
+    codecs      (set_name, version) -> trained_at, kind ('kakeya' or 'pq'), data (the serialised codec)
     weights     name -> data (trained channel weights; empty while the channel is untrained)
     history     one row per add / update / delete of a memory
 """
@@ -115,12 +115,36 @@ def _m004_dialogue(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('rebuild')")
 
 
+def _m005_codec_kinds(db: sqlite_utils.Database) -> None:
+    """Which kind of codec a version's bytes hold: 'kakeya' (every version before this step) or
+    'pq'. A library without this step refuses the store rather than misreading a PQ codec.
+
+    The stored config moves with it: `pq_bytes` counted Kakeya-PQ's sub-quantisers, 6 bytes short
+    of a code, and now counts a code's bytes, so 6 is added and the store's next compact version
+    is plain PQ (`codec = "pq"`) at the bytes its Kakeya-PQ codes took. A config that is not a
+    JSON object is left for opening to report."""
+    db.execute("ALTER TABLE codecs ADD COLUMN kind TEXT NOT NULL DEFAULT 'kakeya'")
+    row = db.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
+    try:
+        config = json.loads(row[0]) if row else None
+        kakeya = config.get("kakeya") if isinstance(config, dict) else None
+        if not isinstance(kakeya, dict) or "codec" in kakeya:
+            return
+        if isinstance(kakeya.get("pq_bytes"), dict):
+            kakeya["pq_bytes"] = {name: int(b) + 6 for name, b in kakeya["pq_bytes"].items()}
+        kakeya["codec"] = "pq"
+    except (ValueError, TypeError):  # unreadable JSON, a non-number byte count
+        return
+    db.execute("UPDATE meta SET value = ? WHERE key = 'config'", [json.dumps(config)])
+
+
 # Registered in order; a store records each name it has applied. Append, never edit.
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_checksums", _m002_checksums),
     ("003_raw_codes", _m003_raw_codes),
     ("004_dialogue", _m004_dialogue),
+    ("005_codec_kinds", _m005_codec_kinds),
 ]
 
 
@@ -518,13 +542,14 @@ class Store:
     def codec_keys(self) -> set[tuple[str, int]]:
         return {(r[0], r[1]) for r in self.db.execute("SELECT set_name, version FROM codecs")}
 
-    def put_codec(self, set_name: str, version: int, trained_at: int, data: bytes) -> None:
-        self.db.execute("INSERT INTO codecs VALUES (?, ?, ?, ?, ?)",
-                        [set_name, version, trained_at, data, time.time()])
+    def put_codec(self, set_name: str, version: int, trained_at: int, kind: str, data: bytes) -> None:
+        self.db.execute("INSERT INTO codecs (set_name, version, trained_at, data, created_at, kind)"
+                        " VALUES (?, ?, ?, ?, ?, ?)", [set_name, version, trained_at, data, time.time(), kind])
 
-    def codecs(self) -> list[tuple[str, int, int, bytes]]:
+    def codecs(self) -> list[tuple[str, int, int, str, bytes]]:
+        """(set_name, version, trained_at, kind, data) of every codec version, in set and version order."""
         return [tuple(r) for r in self.db.execute(
-            "SELECT set_name, version, trained_at, data FROM codecs ORDER BY set_name, version")]
+            "SELECT set_name, version, trained_at, kind, data FROM codecs ORDER BY set_name, version")]
 
     def put_weights(self, name: str, data: bytes) -> None:
         self.db.execute("INSERT INTO weights VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET"

@@ -1,6 +1,7 @@
-"""Kakeya against PCA truncation and FAISS product quantisation, at equal bytes per vector.
+"""The shipped codecs against PCA truncation and FAISS product quantisation, at equal bytes per vector.
 
-    .venv/bin/python benchmarks/codecs.py [--train 8192] [--test 2000] [--out benchmarks/results/codecs]
+    .venv/bin/python benchmarks/codecs.py [--train 8192] [--test 2000] [--codecs ...] [--fields ...] [--budgets 32,64]
+        [--out benchmarks/results/codecs]
 
 The vectors are the four a memory stores, made from the synthetic generator's sentences: `content`
 (MiniLM, 384), `context` (its session mixture, 384), `salient` and `hidden` (SmolLM2, 576). Codecs
@@ -9,7 +10,8 @@ train on the train split and are scored on held-out-split sentences, at budgets 
     pca-fp16    the top B/2 PCA coordinates as fp16 (FAISS PCAMatrix-style truncation)
     pq          FAISS ProductQuantizer with B one-byte sub-quantisers (d zero-padded to a multiple of B)
     opq-pq      FAISS OPQ rotation + PQ, B bytes (at 64 bytes only: its training is slow)
-    kakeya-pq   the shipped codec with a PQ residual: 6 bytes of coarse part + B - 6 sub-quantisers
+    ams-pq      the shipped default compact codec (`PQCodec`): B sub-quantisers on x - mean, our trainer
+    kakeya-pq   Kakeya with a PQ residual (`codec="kakeya-pq"`): 6 bytes of coarse part + B - 6 sub-quantisers
     kakeya-int8 the shipped small-store codec, d + 8 bytes (one point, for reference)
 
 Scores: median relative L2 error ||x - x'|| / ||x||, and for the retrieval keys (content, context)
@@ -30,7 +32,7 @@ import numpy as np
 from ams.backbone import load_backbone
 from ams.bench.synthetic import generate_session
 from ams.embedder import SentenceEncoder
-from ams.kakeya import KakeyaCodec, canonical_axis
+from ams.kakeya import KakeyaCodec, PQCodec, canonical_axis
 from ams.kakeya.kmeans import normalize_rows
 from ams.memory import Memory
 
@@ -91,9 +93,9 @@ class _Faiss:
         return self.index.sa_decode(self.index.sa_encode(self._pad(x)))[:, : self.d]
 
 
-class _Kakeya:
-    def __init__(self, d: int, pq_bytes: int) -> None:
-        self.codec = KakeyaCodec(d, pq_bytes=pq_bytes)
+class _Shipped:
+    def __init__(self, codec: KakeyaCodec | PQCodec) -> None:
+        self.codec = codec
 
     def train(self, xt):
         self.codec.train(xt, axis=canonical_axis(xt))
@@ -108,9 +110,11 @@ def make(name: str, d: int, nbytes: int):
         return _Pca(nbytes)
     if name in ("pq", "opq-pq"):
         return _Faiss(d, nbytes, opq=name == "opq-pq")
+    if name == "ams-pq":
+        return _Shipped(PQCodec(d, pq_bytes=nbytes))
     if name == "kakeya-pq":
-        return _Kakeya(d, nbytes - 6)
-    return _Kakeya(d, 0)
+        return _Shipped(KakeyaCodec(d, pq_bytes=nbytes - 6))
+    return _Shipped(KakeyaCodec(d))
 
 
 def recall_at_10(raw: np.ndarray, dec: np.ndarray, queries: np.ndarray) -> float:
@@ -124,8 +128,9 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=8192)
     ap.add_argument("--test", type=int, default=2000)
     ap.add_argument("--out", default="benchmarks/results/codecs")
-    ap.add_argument("--codecs", default="pca-fp16,pq,opq-pq,kakeya-pq,kakeya-int8",
+    ap.add_argument("--codecs", default="pca-fp16,pq,opq-pq,ams-pq,kakeya-pq,kakeya-int8",
                     help="comma-separated subset of the codecs above")
+    ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)), help="comma-separated bytes per vector")
     ap.add_argument("--fields", default="content,context,salient,hidden",
                     help="comma-separated subset of the four fields (FAISS trains on one thread: two runs of two "
                          "fields each use both cores of a 2-core machine)")
@@ -144,7 +149,7 @@ def main() -> None:
     for field in args.fields.split(","):
         d = xt[field].shape[1]
         for name in args.codecs.split(","):
-            budgets = {"kakeya-int8": (d + 8,), "opq-pq": (64,)}.get(name, BUDGETS)
+            budgets = {"kakeya-int8": (d + 8,), "opq-pq": (64,)}.get(name, tuple(map(int, args.budgets.split(","))))
             for nbytes in budgets:
                 t = time.time()
                 codec = make(name, d, nbytes).train(xt[field])
@@ -175,7 +180,7 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(fields), figsize=(4 * len(fields), 3.6), squeeze=False)
     axes = axes[0]
     for ax, field in zip(axes, fields):
-        for name in ("pca-fp16", "pq", "opq-pq", "kakeya-pq"):
+        for name in ("pca-fp16", "pq", "opq-pq", "ams-pq", "kakeya-pq"):
             pts = [(r["bytes"], r["median_rel_error"]) for r in rows if r["field"] == field and r["codec"] == name]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=name)

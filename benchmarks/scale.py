@@ -124,7 +124,7 @@ def store_mode(n: int, backbone: str, batch: int, pq_early: bool) -> dict:
             "codec_frames": db.execute("SELECT sum(length(data)) FROM codecs").fetchone()[0] / n,
             "tables": {k: v / n for k, v in mem.store.bytes_by_table().items()},
         }
-        out["codecs"] = [{"set": s, "version": v, "trained_on": t} for s, v, t, _ in mem.store.codecs()]
+        out["codecs"] = [{"set": s, "version": v, "kind": k, "trained_on": t} for s, v, t, k, _ in mem.store.codecs()]
         now = items[-1]["ts"] + 86400
         torch.set_num_threads(1)
         out["retrieval"] = retrieval(mem, questions[:200], now)

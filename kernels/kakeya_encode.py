@@ -11,7 +11,8 @@ with the codec's axis and segment centres given in the vectors' own coordinates 
 One program handles BLOCK_N vectors: a first pass over column blocks accumulates alpha and the
 segment scores (`tl.dot`); a second pass rebuilds each interleaved residual sub-vector from x and
 assigns it to its nearest of 256 centroids. Encoding has no gradient (codes are integers), so there
-is no autograd Function here.
+is no autograd Function here. Plain PQ (`PQCodec`) is the case with no coarse part: a zero t_dir and
+one zero centre give alpha = t = 0 and res = xc.
 
 Glossary: n vectors, d width, S segments, m sub-quantisers, ds = ceil(d / m) their width.
 """

@@ -94,26 +94,37 @@ def test_spherical_kmeans_assigns_to_the_nearest_centroid():
     assert len(set(assign)) == 4
 
 
-def test_registry_switches_to_the_pq_residual_once_a_set_is_large():
-    cfg = KakeyaConfig(min_entries=64, growth=4, pq_min_train=1024, pq_bytes={"sentence": 8, "hidden": 12})
+@pytest.mark.parametrize("kind", ["pq", "kakeya-pq"])
+def test_registry_switches_to_a_compact_codec_once_a_set_is_large(kind):
+    cfg = KakeyaConfig(min_entries=64, growth=4, pq_min_train=1024, codec=kind,
+                       pq_bytes={"sentence": 14, "hidden": 18})
     reg = KakeyaRegistry(default_sets(32, 48), cfg)
     reg.train("sentence", anisotropic(256, 32, seed=11))
-    assert reg.codec("sentence", 1).code_size == 32 + 8  # small set: dense int8 residual
+    assert reg.codec("sentence", 1).code_size == 32 + 8  # small set: Kakeya's dense int8 residual
     reg.train("sentence", anisotropic(1024, 32, seed=12))
-    assert reg.codec("sentence", 2).code_size == 8 + 6  # large set: 8 PQ bytes + coarse part
+    compact = reg.codec("sentence", 2)
+    assert compact.code_size == 14 and compact.kind == ("pq" if kind == "pq" else "kakeya")
+    assert compact.pq_bytes == (14 if kind == "pq" else 14 - 6)  # kakeya-pq: 6 bytes of coarse part
     reg.train("hidden", anisotropic(1100, 48, seed=13))
-    assert reg.codec("hidden", 1).code_size == 12 + 6
+    assert reg.codec("hidden", 1).code_size == 18
     x = anisotropic(50, 32, seed=14)
     version, codes = reg.encode("content", x)
     assert version == 2 and codes.shape == (50, 14)
     err = np.linalg.norm(reg.decode("content", 2, codes) - x, axis=1) / np.linalg.norm(x, axis=1)
     assert np.median(err) < 0.3
     assert reg.decode("content", 1, reg.codec("sentence", 1).encode(x)).shape == (50, 32)  # old rows still decode
+    again = KakeyaRegistry(default_sets(32, 48), cfg)
+    again.load("sentence", 2, 1024, compact.kind, compact.to_bytes())
+    np.testing.assert_array_equal(again.decode("content", 2, codes), reg.decode("content", 2, codes))
 
 
 def test_pq_bytes_config_is_validated():
     with pytest.raises(ValueError):
         KakeyaConfig(pq_bytes={"sentence": 0})
+    with pytest.raises(ValueError, match="coarse part"):  # nothing left for kakeya-pq's sub-quantisers
+        KakeyaConfig(codec="kakeya-pq", pq_bytes={"sentence": 6})
+    with pytest.raises(ValueError):
+        KakeyaConfig(codec="opq")
 
 
 def test_spherical_kmeans_random_init_also_separates_clusters():

@@ -47,6 +47,21 @@ def test_kernel_matches_reference(n, d, S, m, dtype):
     assert err(got).mean() <= err(want).mean() * 1.001 + 1e-6
 
 
+@pytest.mark.parametrize("n,d,m", [(37, 100, 20), (70, 384, 70), (33, 576, 54)])
+def test_kernel_with_no_coarse_part_is_plain_pq(n, d, m):
+    """How `PQCodec` encodes: a zero axis and one zero centre leave the residual x - mean."""
+    mean, _, _, pq = codec_arrays(d, 1, m, seed=3)
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(4)) * 0.5
+    got = kakeya_encode(x, mean, torch.zeros(d), torch.zeros(1, d), pq, use_kernel=True)
+    want = kakeya_encode_ref(x, mean, torch.zeros(d), torch.zeros(1, d), pq)
+    assert not got[0].any() and not got[1].any() and not got[2].any()
+    assert (got[3] == want[3]).float().mean() >= 0.99
+    if d % m == 0:  # the reference by brute force: each interleaved sub-vector's nearest centroid
+        parts = (x - mean).view(n, d // m, m).transpose(1, 2)  # (n, m, ds)
+        brute = torch.cdist(parts.transpose(0, 1), pq).argmin(-1).T  # (n, m)
+        assert (want[3].long() == brute).float().mean() >= 0.99
+
+
 def test_kernel_on_an_empty_batch():
     mean, t_dir, centres, pq = codec_arrays(32, 4, 8, seed=2)
     out = kakeya_encode(torch.zeros(0, 32), mean, t_dir, centres, pq, use_kernel=True)

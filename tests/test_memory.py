@@ -1,6 +1,7 @@
 """The public API on a tiny random backbone: writes, reads, updates, deletes, isolation, reopen."""
 
 import datetime as dt
+import json
 import sqlite3
 import time
 
@@ -10,6 +11,9 @@ import torch
 
 import ams
 from tests.conftest import FACTS
+
+NOTES = [f"Note {i}: person {i % 37} keeps a {['red', 'blue', 'green'][i % 3]} item number {i % 53}."
+         for i in range(900)]  # enough memories for a set to train its compact codecs
 
 
 def test_write_get_and_get_all_in_write_order(fresh_store):
@@ -395,24 +399,60 @@ def test_encode_precision_is_chosen_and_bf16_stays_close_to_fp32(tiny_backbone_d
     assert load_backbone("spce:" + tiny_backbone_dir).encode_dtype == torch.float32
 
 
-def test_a_large_set_moves_every_row_to_pq_codes_and_still_finds_them(tmp_path, tiny_backbone_dir):
-    cfg = ams.MemoryConfig(kakeya=ams.KakeyaConfig(growth=1.5, pq_min_train=1024,
+@pytest.mark.parametrize("codec,size", [("pq", 16), ("kakeya-pq", 16)])
+def test_a_large_set_moves_every_row_to_pq_codes_and_still_finds_them(tmp_path, tiny_backbone_dir, codec, size):
+    cfg = ams.MemoryConfig(kakeya=ams.KakeyaConfig(growth=1.5, pq_min_train=1024, codec=codec,
                                            pq_bytes={"sentence": 16, "salient": 8, "hidden": 8}))
-    texts = [f"Note {i}: person {i % 37} keeps a {['red', 'blue', 'green'][i % 3]} item number {i % 53}."
-             for i in range(520)]
     path = tmp_path / "big.db"
     with ams.Memory.open(path, backbone=tiny_backbone_dir, config=cfg) as mem:
-        mem.write_many(texts[:300])  # 600 sentence vectors: a dense int8 codec
+        mem.write_many(NOTES[:300])  # 600 sentence vectors: a dense int8 codec
         assert {mem.registry.codec("sentence", v).code_size for _, v, _ in mem.store.vectors(None, "content")} == {392}
-        mem.write_many(texts[300:])  # 1040 >= 1.5 x 600 and >= pq_min_train: the first PQ version
+        mem.write_many(NOTES[300:520])  # 1040 >= 1.5 x 600 and >= pq_min_train: the first PQ version
         for field in ("content", "context"):
             sizes = {len(code) for _, _, code in mem.store.vectors(None, field)}
-            assert sizes == {16 + 6}, field  # every earlier row was re-coded, none keeps 392 bytes
-        assert mem.search(texts[7], k=1)[0].text == texts[7]
-        assert mem.search(texts[400], k=1)[0].text == texts[400]
+            assert sizes == {size}, field  # every earlier row was re-coded, none keeps 392 bytes
+        assert {k for s, _, _, k, _ in mem.store.codecs() if s == "sentence"} == {
+            "kakeya", "pq" if codec == "pq" else "kakeya"}
+        assert mem.search(NOTES[7], k=1)[0].text == NOTES[7]
+        assert mem.search(NOTES[400], k=1)[0].text == NOTES[400]
     with ams.Memory.open(path, backbone=tiny_backbone_dir) as mem:
-        assert mem.search(texts[7], k=1)[0].text == texts[7]
+        assert mem.search(NOTES[7], k=1)[0].text == NOTES[7]
         assert mem.verify()["memories"] == 520
+
+
+def test_a_store_from_before_codec_kinds_trains_pq_next_and_keeps_its_kakeya_versions(tmp_path, tiny_backbone_dir):
+    """A store of the release before plain PQ (schema 004: Kakeya-PQ codes, `pq_bytes` counting
+    sub-quantisers, no codec kinds) migrates on open: its next version is plain PQ at the same bytes
+    a code, and the rows of both kinds decode, verify and are found, then and after reopening."""
+    cfg = ams.MemoryConfig(kakeya=ams.KakeyaConfig(growth=1.5, pq_min_train=1024, codec="kakeya-pq",
+                                           pq_bytes={"sentence": 16, "salient": 14, "hidden": 14}))
+    path = tmp_path / "old.db"
+    with ams.Memory.open(path, backbone=tiny_backbone_dir, config=cfg) as mem:
+        mem.write_many(NOTES[:520])  # the sentence set's first version: Kakeya-PQ, 16-byte codes
+    con = sqlite3.connect(path)  # rewrite it as the previous release left it
+    with con:
+        stored = json.loads(con.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()[0])
+        del stored["kakeya"]["codec"]
+        stored["kakeya"]["pq_bytes"] = {"sentence": 10, "salient": 8, "hidden": 8}  # sub-quantisers then
+        con.execute("UPDATE meta SET value = ? WHERE key = 'config'", [json.dumps(stored)])
+        con.execute("ALTER TABLE codecs DROP COLUMN kind")
+        con.execute("DELETE FROM migrations WHERE name = '005_codec_kinds'")
+    con.close()
+    with ams.Memory.open(path, backbone=tiny_backbone_dir) as mem:
+        assert mem.config.kakeya.codec == "pq"
+        assert mem.config.kakeya.pq_bytes == {"sentence": 16, "salient": 14, "hidden": 14}
+        mem.write_many(NOTES[520:800])  # 1600 >= 1.5 x 1040: after these rows, a new version, plain PQ
+        mem.write_many(NOTES[800:900])  # coded by it
+        kinds = {v: k for s, v, _, k, _ in mem.store.codecs() if s == "sentence"}
+        rows = {v: len(code) for _, v, code in mem.store.vectors(None, "content")}
+        assert [kinds[v] for v in sorted(rows)] == ["kakeya", "pq"]  # no row was re-coded: Kakeya-PQ rows keep theirs
+        assert set(rows.values()) == {16}
+        assert mem.search(NOTES[7], k=1)[0].text == NOTES[7]
+        assert mem.search(NOTES[850], k=1)[0].text == NOTES[850]
+    with ams.Memory.open(path, backbone=tiny_backbone_dir) as mem:
+        assert mem.verify()["memories"] == 900
+        assert mem.search(NOTES[7], k=1)[0].text == NOTES[7]
+        assert mem.search(NOTES[850], k=1)[0].text == NOTES[850]
 
 
 def test_closing_a_memory_stops_its_indexes_background_scan_builds(fresh_store, monkeypatch):

@@ -44,6 +44,8 @@ def test_previous_schema_store_migrates_and_keeps_every_memory(tmp_path, tiny_ba
         lexical = {mem.get(m).text for m, _ in mem.store.lexical(mem.user_id, ["lisbon"], 5)}  # 004: FTS5 built
         assert "I moved to Lisbon." in lexical
         assert mem.search("place 12 with friend 5", k=1)[0].text.startswith("Memory 12:")
+        assert {kind for *_, kind, _ in mem.store.codecs()} == {"kakeya"}  # 005: old versions are Kakeya's,
+        assert json.loads(mem.store.get_meta("config"))["kakeya"]["codec"] == "pq"  # later ones plain PQ
         for field in ("content", "context", "salient", "hidden"):  # 003: codes are their bare bytes now
             set_name = mem.registry.set_of(field)
             for _, version, code in mem.store.vectors(None, field):

@@ -1,8 +1,9 @@
-"""Kakeya compression of the large per-memory fields: codecs, clustering, and the set registry."""
+"""Compression of the large per-memory fields: Kakeya and PQ codecs, clustering, and the set registry."""
 
 from .codec import KakeyaCodec
 from .kmeans import SphericalKMeans, normalize_rows
-from .registry import CodecSet, KakeyaRegistry, SetSpec, canonical_axis, default_sets
+from .pq import PQCodec, ProductQuantizer
+from .registry import CODEC_KINDS, CodecSet, KakeyaRegistry, SetSpec, canonical_axis, default_sets, load_codec
 
-__all__ = ["CodecSet", "KakeyaCodec", "KakeyaRegistry", "SetSpec", "SphericalKMeans",
-           "canonical_axis", "default_sets", "normalize_rows"]
+__all__ = ["CODEC_KINDS", "CodecSet", "KakeyaCodec", "KakeyaRegistry", "PQCodec", "ProductQuantizer", "SetSpec",
+           "SphericalKMeans", "canonical_axis", "default_sets", "load_codec", "normalize_rows"]

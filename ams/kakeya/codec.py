@@ -18,11 +18,13 @@ The PQ residual is quantised in the vectors' own coordinates, R^T res = (x - mea
 measured worse at 96 and 128 bytes than plain PQ; in the original coordinates the coarse part
 only removes energy.) Encoding then needs no rotation at all: alpha, the segment and t are inner
 products of x - mean with R^T t_dir and R^T c_s.
-Each sub-quantiser has 256 centroids (Lloyd k-means on at most 4,096 residuals).
+Each sub-quantiser has 256 centroids (`ProductQuantizer`, ams/kakeya/pq.py).
 
-The dense residual is for small training sets (a bounded error whatever the size, about 0.01); the
-registry switches a set to the PQ residual once a version trains on enough vectors for 256 centroids
-per sub-quantiser (see `KakeyaConfig.pq_min_train`), which is what keeps large stores small.
+The dense residual is for small training sets (a bounded error whatever the size, about 0.01): it
+is what every set trains first. Once a version trains on enough vectors for 256 centroids per
+sub-quantiser (`KakeyaConfig.pq_min_train`) the registry trains a compact codec, which is what
+keeps large stores small: plain PQ by default (`PQCodec`), which at equal bytes reconstructs the
+stored fields better than this codec's PQ residual, or Kakeya-PQ with `KakeyaConfig.codec`.
 
 Why a dense residual and not a top-k sparse one: sentence embeddings are close to isotropic, and on
 846 held-out MiniLM sentence vectors a top-k int8 residual in the PCA subspace gave a median relative
@@ -43,8 +45,10 @@ import torch
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from ..config import KAKEYA_HEADER
 from ..errors import NotTrained, StoreCorrupted
 from .kmeans import SphericalKMeans, normalize_rows
+from .pq import ProductQuantizer
 
 
 class KakeyaCodec:
@@ -60,6 +64,8 @@ class KakeyaCodec:
             sub-quantisers of one byte each.
     """
 
+    kind = "kakeya"
+
     def __init__(self, d: int, *, variance: float = 0.99, n_segments: int = 16, seed: int = 0,
                  pq_bytes: int = 0) -> None:
         if pq_bytes < 0 or pq_bytes > d:
@@ -69,7 +75,7 @@ class KakeyaCodec:
         self.n_segments = n_segments
         self.seed = seed
         self.pq_bytes = pq_bytes
-        self.pq_centroids: np.ndarray | None = None  # (m, 256, ds) with pq_bytes = m
+        self.pq = ProductQuantizer(d, pq_bytes, seed=seed) if pq_bytes else None  # the residual's coder
         self.mean: np.ndarray | None = None  # (d,)
         self.rotation: np.ndarray | None = None  # (d, d), orthonormal rows, PCA order
         self.rank: int = 0  # r
@@ -82,11 +88,7 @@ class KakeyaCodec:
 
     @property
     def code_size(self) -> int:
-        return self.pq_bytes + 6 if self.pq_bytes else self.d + 8
-
-    @property
-    def _ds(self) -> int:
-        return -(-self.d // self.pq_bytes)  # ceil(d / m)
+        return self.pq_bytes + KAKEYA_HEADER if self.pq_bytes else self.d + 8
 
     def train(self, xt: np.ndarray, axis: np.ndarray | None = None) -> KakeyaCodec:
         """Learn the frame from training vectors `xt` (n, d).
@@ -121,8 +123,7 @@ class KakeyaCodec:
         if self.pq_bytes:
             z32 = z.astype(np.float32)
             alpha, _, seg, t = self._coarse(z32)
-            self.pq_centroids = self._train_pq(
-                xc.astype(np.float32) - self._coarse_vectors(alpha.astype(np.float32), t, seg))
+            self.pq.train(xc.astype(np.float32) - self._coarse_vectors(alpha.astype(np.float32), t, seg))
         return self
 
     def _coarse_vectors(self, alpha: np.ndarray, t: np.ndarray, seg: np.ndarray) -> np.ndarray:
@@ -142,52 +143,6 @@ class KakeyaCodec:
         seg = np.argmax(zp @ self.centres.T, axis=1)  # (n,)
         t = np.einsum("nd,nd->n", zp, self.centres[seg]).astype(np.float16)
         return alpha.astype(np.float16), t, seg, t.astype(np.float32)
-
-    def _interleave(self, res: np.ndarray) -> np.ndarray:
-        """(n, d) residuals -> (n, m, ds) sub-vectors; sub-quantiser j holds coordinates j + i m."""
-        m, ds = self.pq_bytes, self._ds
-        pad = np.zeros((len(res), m * ds), dtype=np.float32)
-        pad[:, : self.d] = res
-        return np.ascontiguousarray(pad.reshape(len(res), ds, m).transpose(0, 2, 1))
-
-    def _add_residual(self, out: np.ndarray, pq_codes: np.ndarray) -> None:
-        """out (n, d) += the residuals that PQ codes (n, m) name. Gathered straight into the
-        vectors' coordinates, one centroid dimension at a time (coordinates i m .. i m + m - 1 are
-        dimension i of sub-quantisers 0 .. m - 1, the layout `_interleave` makes): gathering
-        (n, m, ds) sub-vectors and transposing them back took as long as the rest of decoding
-        at 10^5 rows."""
-        m = self.pq_bytes
-        flat = pq_codes.astype(np.int64) + np.arange(m) * 256  # (n, m) into a (m * 256,) table
-        for i in range(self._ds):
-            lo, hi = i * m, min((i + 1) * m, self.d)
-            if lo >= hi:
-                break
-            table = np.ascontiguousarray(self.pq_centroids[:, :, i]).ravel()
-            out[:, lo:hi] += np.take(table, flat[:, : hi - lo])
-
-    def _train_pq(self, res: np.ndarray, max_points: int = 4096, n_iter: int = 8) -> np.ndarray:
-        """Lloyd k-means with 256 centroids in every sub-quantiser's space, on a seeded sample of at
-        most `max_points` residuals (16 per centroid): (n, d) -> centroids (m, 256, ds).
-
-        Written out rather than FAISS's `ProductQuantizer.train`, which took 35 s here on 16,384
-        vectors (25 iterations on 65,536-point samples); this takes a few seconds and is deterministic."""
-        rng = np.random.default_rng(self.seed)
-        if len(res) > max_points:
-            res = res[np.sort(rng.choice(len(res), max_points, replace=False))]
-        sub = self._interleave(res).transpose(1, 0, 2).copy()  # (m, n, ds)
-        m, n, ds = sub.shape
-        k = 256
-        c = sub[:, rng.choice(n, k, replace=n < k)].copy()  # (m, k, ds)
-        for _ in range(n_iter):
-            assign = np.stack([((c[j] ** 2).sum(-1)[None] - 2.0 * (sub[j] @ c[j].T)).argmin(1)
-                               for j in range(m)])  # (m, n)
-            flat = (assign + (np.arange(m) * k)[:, None]).ravel()
-            counts = np.bincount(flat, minlength=m * k)
-            xs = sub.reshape(-1, ds)
-            sums = np.stack([np.bincount(flat, weights=xs[:, i], minlength=m * k) for i in range(ds)], axis=1)
-            new = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], c.reshape(-1, ds))
-            c = new.reshape(m, k, ds).astype(np.float32)  # an empty cluster keeps its centre
-        return c
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """Codes of vectors `x` (n, d) as uint8 rows (n, code_size)."""
@@ -213,7 +168,7 @@ class KakeyaCodec:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         # in the vectors' own coordinates: <z, t_dir> = <x - mean, R^T t_dir>, and so for the centres
-        arrays = (x, self.mean, self.t_dir @ self.rotation, self.centres @ self.rotation, self.pq_centroids)
+        arrays = (x, self.mean, self.t_dir @ self.rotation, self.centres @ self.rotation, self.pq.centroids)
         alpha, t, seg, res = (a.cpu().numpy() for a in kakeya_encode(
             *(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays)))
         head = np.stack([alpha, t], axis=1).view(np.uint8).reshape(len(x), 4)
@@ -237,7 +192,7 @@ class KakeyaCodec:
         if self.pq_bytes:
             out = self._coarse_vectors(alpha, t, seg)
             out += self.mean
-            self._add_residual(out, codes[:, 6:])
+            self.pq.add_decoded(out, codes[:, 6:])
             return out
         res = codes[:, 8:].view(np.int8).astype(np.float32) * scale[:, None]  # (n, d)
         z = np.outer(alpha, self.t_dir) + t[:, None] * self.centres[seg] + res
@@ -250,7 +205,7 @@ class KakeyaCodec:
         arrays = {"mean": self.mean, "rotation": self.rotation, "t_dir": self.t_dir,
                   "centres": self.centres, "meta": meta, "variance": np.array([self.variance], dtype=np.float64)}
         if self.pq_bytes:
-            arrays["pq_centroids"] = self.pq_centroids
+            arrays["pq_centroids"] = self.pq.centroids
         return st_save(arrays)
 
     @classmethod
@@ -260,7 +215,6 @@ class KakeyaCodec:
             d, rank, n_seg, seed, *rest = (int(v) for v in t["meta"])  # codecs before PQ: 4 fields
             codec = cls(d, variance=float(t["variance"][0]), n_segments=n_seg, seed=seed,
                         pq_bytes=rest[0] if rest else 0)
-            codec.pq_centroids = t.get("pq_centroids")
             codec.mean, codec.rotation, codec.t_dir, codec.centres = (
                 t["mean"], t["rotation"], t["t_dir"], t["centres"]
             )
@@ -269,9 +223,12 @@ class KakeyaCodec:
             raise StoreCorrupted(f"unreadable Kakeya codec: {e}") from e
         if codec.rotation.shape != (d, d) or codec.mean.shape != (d,) or codec.t_dir.shape != (d,):
             raise StoreCorrupted("Kakeya codec arrays do not match its width")
-        if codec.pq_bytes and (codec.pq_centroids is None
-                               or codec.pq_centroids.shape != (codec.pq_bytes, 256, codec._ds)):
-            raise StoreCorrupted("Kakeya codec PQ centroids do not match its layout")
+        if codec.pq_bytes:
+            if "pq_centroids" not in t:
+                raise StoreCorrupted("Kakeya codec has PQ codes but no PQ centroids")
+            codec.pq = ProductQuantizer.from_centroids(d, t["pq_centroids"], seed=seed)
+            if codec.pq.m != codec.pq_bytes:
+                raise StoreCorrupted("Kakeya codec PQ centroids do not match its code size")
         return codec
 
     def _check(self) -> None:

@@ -8,10 +8,12 @@ A set trains its first codec once it holds `min_entries` vectors (default 64); u
 fields are stored raw and the rows are coded on that first training. Each time the set has grown
 `growth` times (default 4: at 64, 256, 1024, ... vectors) it trains a new version on the decoded
 vectors; new rows use the newest version and earlier rows keep theirs, so no row is coded twice and
-errors never compound. A version trained on at least `pq_min_train` vectors product-quantises its
-residuals (`pq_bytes` per set), a smaller one keeps the dense int8 residual: small stores stay
-exact to about 1%, large ones stay within a few hundred bytes a memory. The registry keeps codecs in memory and hands them out as safetensors bytes;
-the store keeps the bytes.
+errors never compound. A version trained on at least `pq_min_train` vectors is compact, `pq_bytes`
+a vector: a `PQCodec` by default, a Kakeya codec with a PQ residual with `codec="kakeya-pq"`; a
+smaller one is a Kakeya codec with the dense int8 residual. Small stores stay exact to about 1%,
+large ones within a few hundred bytes a memory. Versions of both kinds live side by side in one set.
+The registry keeps codecs in memory and hands them out as safetensors bytes with their kind
+(`CODEC_KINDS`); the store keeps both.
 """
 
 from __future__ import annotations
@@ -20,8 +22,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import KakeyaConfig
+from ..config import KAKEYA_HEADER, KakeyaConfig
+from ..errors import StoreCorrupted
 from .codec import KakeyaCodec
+from .pq import PQCodec
+
+Codec = KakeyaCodec | PQCodec
+CODEC_KINDS: dict[str, type[KakeyaCodec] | type[PQCodec]] = {"kakeya": KakeyaCodec, "pq": PQCodec}
+
+
+def load_codec(kind: str, data: bytes) -> Codec:
+    """A codec from its stored kind and safetensors bytes; StoreCorrupted for an unknown kind or bad bytes."""
+    if kind not in CODEC_KINDS:
+        raise StoreCorrupted(f"a codec of unknown kind {kind!r}")
+    return CODEC_KINDS[kind].from_bytes(data)
 
 
 @dataclass(frozen=True)
@@ -34,7 +48,7 @@ class SetSpec:
 @dataclass
 class CodecSet:
     spec: SetSpec
-    versions: dict[int, KakeyaCodec] = field(default_factory=dict)
+    versions: dict[int, Codec] = field(default_factory=dict)
     trained_at: dict[int, int] = field(default_factory=dict)  # version -> vectors it was trained on
 
     @property
@@ -89,9 +103,14 @@ class KakeyaRegistry:
         n = len(xt)
         if n > self.cfg.max_train:
             xt = xt[np.random.default_rng(seed).choice(n, self.cfg.max_train, replace=False)]
-        pq = self.cfg.pq_bytes.get(set_name, 0) if len(xt) >= self.cfg.pq_min_train else 0
-        codec = KakeyaCodec(s.spec.width, variance=self.cfg.variance, n_segments=self.cfg.n_segments,
-                            seed=seed, pq_bytes=min(pq, s.spec.width)).train(xt, axis=canonical_axis(xt))
+        nbytes = self.cfg.pq_bytes.get(set_name, 0) if len(xt) >= self.cfg.pq_min_train else 0
+        codec: Codec
+        if nbytes and self.cfg.codec == "pq":
+            codec = PQCodec(s.spec.width, pq_bytes=min(nbytes, s.spec.width), seed=seed).train(xt)
+        else:
+            m = min(nbytes - KAKEYA_HEADER, s.spec.width) if nbytes else 0
+            codec = KakeyaCodec(s.spec.width, variance=self.cfg.variance, n_segments=self.cfg.n_segments,
+                                seed=seed, pq_bytes=m).train(xt, axis=canonical_axis(xt))
         version = (s.latest or 0) + 1
         s.versions[version], s.trained_at[version] = codec, n
         return version
@@ -106,9 +125,9 @@ class KakeyaRegistry:
     def decode(self, field_name: str, version: int, codes: np.ndarray) -> np.ndarray:
         return self.sets[self.set_of(field_name)].versions[version].decode(codes)
 
-    def codec(self, set_name: str, version: int) -> KakeyaCodec:
+    def codec(self, set_name: str, version: int) -> Codec:
         return self.sets[set_name].versions[version]
 
-    def load(self, set_name: str, version: int, trained_at: int, data: bytes) -> None:
+    def load(self, set_name: str, version: int, trained_at: int, kind: str, data: bytes) -> None:
         s = self.sets[set_name]
-        s.versions[version], s.trained_at[version] = KakeyaCodec.from_bytes(data), trained_at
+        s.versions[version], s.trained_at[version] = load_codec(kind, data), trained_at

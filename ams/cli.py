@@ -235,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("chat", help="chat with memory that persists across runs")
     with_store(c, positional=False)
     c.add_argument("--backbone", default=None, help="backbone name or path (default: the store's own)")
-    c.add_argument("--mode", default="hybrid")
+    c.add_argument("--mode", default=None,
+                   help="injection mode (default: hybrid with trained channel weights, else text)")
     c.add_argument("--session", default=None, help="conversation id for this chat")
     c.add_argument("--max-new-tokens", type=int, default=64)
     c.set_defaults(fn=cmd_chat)

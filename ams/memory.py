@@ -1033,7 +1033,14 @@ class Memory:
                    session=rec["session"], role=rec["role"], speaker=rec["speaker"])
 
     # -- generation -----------------------------------------------------------------------------
-    def generate(self, query: str, *, mode: str = "hybrid", k: int = 3, max_new_tokens: int = 64,
+    @property
+    def default_mode(self) -> str:
+        """The mode `generate` uses when given none: "hybrid" once a trained memory channel is loaded
+        (`weights=`), "text" with the untrained one, whose prefix answered below text mode on every
+        benchmark but the 10-fact seed session (BENCHMARKS.md, "The default mode")."""
+        return "hybrid" if self.weights else "text"
+
+    def generate(self, query: str, *, mode: str | None = None, k: int = 3, max_new_tokens: int = 64,
                  session: str | None = None, memory_ids: list[str] | None = None,
                  now: float | _dt.datetime | None = None) -> Generation:
         """Answer `query` with the backbone, its memory injected as `mode` says.
@@ -1042,7 +1049,7 @@ class Memory:
             query: the user's question.
             mode: "full" (every memory in the prompt), "prefix" (prefix embeddings only), "flat"
                 (top-k by FAISS exact cosine, as text), "text" (top-k by AMS retrieval, as text),
-                "hybrid" (AMS text and prefix), or "none".
+                "hybrid" (AMS text and prefix), or "none". None takes `default_mode`.
             k: memories retrieved (all modes but full and none).
             max_new_tokens: the most tokens generated (greedy).
             session: the asking conversation (shapes retrieval's context query).
@@ -1060,7 +1067,7 @@ class Memory:
                                   memory_ids=None if memory_ids is None else [memory_ids], now=now)[0]
 
     @_guarded
-    def generate_many(self, queries: list[str], *, mode: str = "hybrid", k: int = 3, max_new_tokens: int = 64,
+    def generate_many(self, queries: list[str], *, mode: str | None = None, k: int = 3, max_new_tokens: int = 64,
                       session: str | None = None, memory_ids: list[list[str]] | None = None,
                       batch_size: int = 8, now: float | _dt.datetime | None = None) -> list[Generation]:
         """Answer several questions, generating `batch_size` of them at a time in one batch.
@@ -1084,6 +1091,7 @@ class Memory:
             UnknownMode, EmptyText, InvalidInput: bad arguments (checked before any work).
         """
         self._check_open()
+        mode = self.default_mode if mode is None else mode
         if mode not in MODES:
             raise UnknownMode(f"mode must be one of {MODES}, got {mode!r}")
         if isinstance(queries, str) or not isinstance(queries, (list, tuple)):

@@ -136,9 +136,12 @@ def test_a_store_opens_with_weights_and_remembers_them(tiny_backbone_dir, other_
         mem.write("I adopted a beagle named Waffles.")
         untrained = mem.attention.lifts.detach().clone()
         assert mem.weights is None
+        g = mem.generate("What is my dog called?", max_new_tokens=4)
+        assert g.mode == "text" and g.prefix_slots == 0  # no trained channel: no prefix unless asked for
     with ams.Memory.open(db, backbone=tiny_backbone_dir, weights=weights) as mem:
         torch.testing.assert_close(mem.attention.lifts, -untrained, rtol=1e-3, atol=1e-4)  # stored in fp16
         assert mem.weights == str(weights.resolve())
+        assert mem.generate("What is my dog called?", max_new_tokens=4).mode == "hybrid"  # with one: text and prefix
         g = mem.generate("What is my dog called?", mode="prefix", max_new_tokens=4)
         assert mem.config.prefix.salient_tokens == 0  # the store's own setting; the weights bring 8
         salient = mem.backbone.salient_ids(["I adopted a beagle named Waffles."], 8)[0]

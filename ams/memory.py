@@ -1036,8 +1036,8 @@ class Memory:
     @property
     def default_mode(self) -> str:
         """The mode `generate` uses when given none: "hybrid" once a trained memory channel is loaded
-        (`weights=`), "text" with the untrained one, whose prefix answered below text mode on every
-        benchmark but the 10-fact seed session (BENCHMARKS.md, "The default mode")."""
+        (`weights=`), "text" with the untrained one, whose prefix answered below text mode or level
+        with it on every benchmark but the 10-fact seed session (BENCHMARKS.md, "The default mode")."""
         return "hybrid" if self.weights else "text"
 
     def generate(self, query: str, *, mode: str | None = None, k: int = 3, max_new_tokens: int = 64,

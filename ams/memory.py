@@ -305,6 +305,7 @@ class Memory:
     def _recoding(self, new_keys: set[tuple[str, int]]) -> bool:
         """Whether codec versions `new_keys`, written by another process, re-coded stored rows:
         a set's first version does, and so does its first PQ version (see `_store_fields`)."""
+        stored = None
         for set_name, version in new_keys:
             s = self.registry.sets.get(set_name)
             if s is None:
@@ -312,8 +313,8 @@ class Memory:
             if not s.versions:
                 return True
             if not any(c.pq_bytes for c in s.versions.values()):
-                kind, data = {(n, v): (k, d) for n, v, _, k, d in self.store.codecs()}[(set_name, version)]
-                if load_codec(kind, data).pq_bytes:
+                stored = stored or {(n, v): (k, d) for n, v, _, k, d in self.store.codecs()}
+                if load_codec(*stored[(set_name, version)]).pq_bytes:
                     return True
         return False
 
@@ -446,9 +447,7 @@ class Memory:
             return np.zeros((0, 0), dtype=np.float32)
 
         def block(version: int, idx: np.ndarray) -> np.ndarray:
-            if len({items[i][2].shape for i in idx}) > 1:
-                raise StoreCorrupted(f"vectors of {field!r} coded by version {version} differ in length")
-            stacked = np.stack([items[i][2] for i in idx])
+            stacked = _stacked([items[i][2] for i in idx], field, version)
             return stacked.astype(np.float32) if version == 0 else self._decode(field, version, stacked)
 
         return _by_version(np.fromiter((v for _, v, _ in items), dtype=np.int64, count=len(items)), block, field)
@@ -462,7 +461,7 @@ class Memory:
 
         def block(version: int, idx: np.ndarray) -> np.ndarray:
             if version == 0:  # raw float32 rows, each its own safetensors blob
-                return self._decoded([("", 0, unpack(data[i])) for i in idx], field)  # ids are not read
+                return _stacked([unpack(data[i]) for i in idx], field, 0).astype(np.float32)
             size = len(data[idx[0]])
             joined = b"".join([data[i] for i in idx])
             if len(joined) != size * len(idx):
@@ -1467,6 +1466,13 @@ def _check_encodable(text: str, what: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
         raise InvalidInput(f"{what} is not valid Unicode (a lone surrogate at {e.start}); nothing was written") from e
+
+
+def _stacked(arrays: list[np.ndarray], field: str, version: int) -> np.ndarray:
+    """One field's stored arrays of one codec version as rows (n, width); they must agree in width."""
+    if len({a.shape for a in arrays}) > 1:
+        raise StoreCorrupted(f"vectors of {field!r} coded by version {version} differ in length")
+    return np.stack(arrays)
 
 
 def _by_version(versions: np.ndarray, block: Callable[[int, np.ndarray], np.ndarray], field: str) -> np.ndarray:

@@ -13,13 +13,11 @@ calls after warm-up.
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import torch
 from ams.kernels import HAS_TRITON, kakeya_encode, kakeya_encode_ref
-from timing import device_and_sync, timed
+from timing import device_and_sync, kernel_args, timed
 
 
 def codec_arrays(d: int, S: int, m: int, device: str, seed: int = 0):
@@ -33,13 +31,8 @@ def codec_arrays(d: int, S: int, m: int, device: str, seed: int = 0):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shapes", nargs="+", default=["4096x384x16x64", "65536x384x16x64", "65536x576x16x48"],
-                    help="NxDxSxM")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+    args = kernel_args(__doc__, ["4096x384x16x64", "65536x384x16x64", "65536x576x16x48"], "NxDxSxM",
+                       dtype="float32", reps=10)
     device, sync = device_and_sync()
     cuda = device == "cuda"
     compiled = torch.compile(kakeya_encode_ref)

@@ -9,23 +9,16 @@ correctness is tested on CPU in the interpreter). Medians of `--reps` timed call
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import torch
 from ams.kernels.spce_rotary import HAS_TRITON, spce_rotary, spce_rotary_ref
-from timing import device_and_sync, timed
+from timing import device_and_sync, kernel_args, timed
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shapes", nargs="+", default=["1x2048x9x3x64", "1x16384x9x3x64", "4x16384x32x8x128"],
-                    help="BxTxHxHkxD")
-    ap.add_argument("--dtype", default="bfloat16", choices=["float32", "float16", "bfloat16"])
-    ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+    args = kernel_args(__doc__, ["1x2048x9x3x64", "1x16384x9x3x64", "4x16384x32x8x128"], "BxTxHxHkxD",
+                       dtype="bfloat16", reps=20)
     device, sync = device_and_sync()
     cuda = device == "cuda"
     dtype = getattr(torch, args.dtype)

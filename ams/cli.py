@@ -114,6 +114,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 {"set": s, "version": v, "kind": k, "trained_on": t, "code_size": load_codec(k, d).code_size}
                 for s, v, t, k, d in store.codecs()
             ],
+            "snapshots": store.snapshot_info(),
         }
         if args.json:
             print(json.dumps(info, indent=2))

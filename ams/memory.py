@@ -18,6 +18,7 @@ The parts never call each other; only this module wires them.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import datetime as _dt
 import functools
 import itertools
@@ -30,7 +31,7 @@ import time
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,11 +61,21 @@ from .errors import (
 from .kakeya import KakeyaRegistry, default_sets, load_codec
 from .retrieval import BundleIndex, FlatIndex, fuse
 from .session import fold
-from .store import Store, busy_error, unpack
+from .snapshot import FIELDS as SNAPSHOT_FIELDS
+from .snapshot import Snapshot, SnapshotInvalid, stored_blocks, unpack_snapshot
+from .snapshot import pack as pack_snapshot
+from .store import Store, busy_error
 from .types import MODES, Generation, Hit, MemoryRecord
 
 FIELDS = ("content", "context", "salient", "hidden")  # the per-memory vectors the registry codes
 ROLES = ("user", "assistant", "system")
+# A user with this many memories gets a snapshot (`ams.snapshot`) when opening read their rows:
+# below it, opening from the rows takes under a second (0.77 s at 10^4, BENCHMARKS.md "Scale").
+SNAPSHOT_MIN_ROWS = 10_000
+# opening reads the rows instead of a snapshot that the log has more events since than this share
+# of its rows (or of SNAPSHOT_MIN_ROWS, when fewer): catching up costs a query per 500 events
+SNAPSHOT_LAG = 0.1
+SNAPSHOT_WAIT_MS = 50  # how long opening waits for the write lock to store a snapshot
 MAX_SPEAKER_CHARS = 200
 # Words a question shares with any memory: left out of the lexical channel's query.
 STOPWORDS = frozenset("""a about after again all also am an and any are as at be been before being but by can could
@@ -151,7 +162,8 @@ class Memory:
         self._closed = False
         self._lock = threading.RLock()  # public calls run one at a time (`_guarded`)
         self._index: dict[str, BundleIndex] = {}  # bundle -> its retrieval keys, filled by _load
-        self._load()
+        self._snapshot_due: Snapshot | None = None  # read by `_load`, for `_write_snapshot`
+        self._open_indexes()
 
     # -- opening --------------------------------------------------------------------------------
     @classmethod
@@ -200,6 +212,7 @@ class Memory:
             config = cls._bind(store, bb, config)
             mem = cls(store, bb, _shared_embedder(), user_id=user_id, config=config)
             mem._use_weights(weights)
+            mem._write_snapshot()
             return mem
         except BaseException:
             store.close()
@@ -268,15 +281,82 @@ class Memory:
                 self.store.set_meta("channel_path", self.weights)
                 self.store.set_meta("channel_sha256", digest)
 
-    def _load(self) -> None:
-        """Rebuild the in-memory indexes from the store (decoded fields, this user only)."""
-        with self.store.atomic():  # one snapshot, even while other processes write
-            self._data_version = self.store.data_version()
-            self._event = self.store.last_event_id()
-            self._codec_keys = set()
-            self._load_codecs(self.store.codec_keys())
-            rows = self.store.memory_columns(self.user_id, ("content", "context"))
-            content, context = (self._decoded_stored(*rows[field], field) for field in ("content", "context"))
+    def _open_indexes(self) -> None:
+        """Build the in-memory indexes at opening: from this user's snapshot, caught up through the
+        history log, when a usable one is stored; else from the rows (`_load`)."""
+        with _small_pages(), self.store.atomic():  # one consistent read of the file, even while others write
+            if self._from_snapshot():
+                return
+            self._load(snapshot=True)
+
+    def _from_snapshot(self) -> bool:
+        """Load the stored snapshot and catch up from its event; False (nothing loaded) when there
+        is none, or it is damaged, of another schema, or more than `SNAPSHOT_LAG` behind the log."""
+        stored = self.store.snapshot(self.user_id)
+        if stored is None:
+            return False
+        try:
+            snap = unpack_snapshot(stored[1], stored[2])
+        except SnapshotInvalid:
+            return False
+        keys = self.store.codec_keys()
+        behind = self.store.events_count_since(self.user_id, snap.event)
+        if (snap.event != stored[0] or snap.schema != self.store.schema_version or not snap.codec_keys <= keys
+                or behind > SNAPSHOT_LAG * max(len(snap), SNAPSHOT_MIN_ROWS)):
+            return False
+        self._codec_keys = set()
+        self._load_codecs(snap.codec_keys)
+        if self._recoding(keys - snap.codec_keys):
+            return False  # a codec set trained since re-coded the stored rows: read them
+        try:
+            content, context = (self._decoded_blocks(field, *snap.vectors[field]) for field in SNAPSHOT_FIELDS)
+            self._reset()
+            self._append({**snap.columns, "ts": snap.ts, "question": snap.question, "correction": snap.correction},
+                         content, context, owned=True)
+        except StoreCorrupted:  # consistent bytes that do not fit the store (codes of the wrong length)
+            return False
+        self._event, self._data_version = snap.event, None
+        self._sync()  # what was written, changed, deleted or re-coded since the snapshot
+        return True
+
+    def _load(self, *, snapshot: bool = False) -> None:
+        """Rebuild the in-memory indexes from the store's rows (decoded fields, this user only).
+        With `snapshot`, a store of at least `SNAPSHOT_MIN_ROWS` keeps what was read for
+        `_write_snapshot`."""
+        with _small_pages():
+            with self.store.atomic():  # one consistent read, even while other processes write
+                self._data_version = self.store.data_version()
+                self._event = self.store.last_event_id()
+                self._codec_keys = set()
+                self._load_codecs(self.store.codec_keys())
+                rows = self.store.memory_columns(self.user_id, SNAPSHOT_FIELDS)
+                vectors = {field: stored_blocks(field, *rows[field]) for field in SNAPSHOT_FIELDS}
+                content, context = (self._decoded_blocks(field, *vectors[field]) for field in SNAPSHOT_FIELDS)
+                schema = self.store.schema_version
+            self._reset()
+            self._append(rows, content, context, owned=True)
+        if snapshot and len(self._ids) >= SNAPSHOT_MIN_ROWS:
+            self._snapshot_due = Snapshot(
+                event=self._event, schema=schema, codec_keys=set(self._codec_keys),
+                columns={k: rows[k] for k in ("id", "session", "speaker")}, ts=self._ts.copy(),
+                question=self._question.astype(bool), correction=self._correction.copy(), vectors=vectors)
+
+    def _write_snapshot(self) -> None:
+        """Store the snapshot `_load` kept, if any. It is a cache: opening does not wait more than
+        `SNAPSHOT_WAIT_MS` for another writer's lock, nor fail when it cannot be stored (a full
+        disk); the next open that reads the rows tries again."""
+        snap, self._snapshot_due = self._snapshot_due, None
+        if snap is None:
+            return
+        data = pack_snapshot(snap)
+        try:
+            with self.store.write(wait_ms=SNAPSHOT_WAIT_MS):
+                self.store.put_snapshot(self.user_id, snap.event, data, len(snap))
+        except (StoreBusy, sqlite3.Error):
+            pass
+
+    def _reset(self) -> None:
+        """Empty in-memory indexes, ready for `_append`."""
         rc = self.config.retrieval
         tree = dict(exact_below=rc.exact_below, method=rc.index, rerank=rc.rerank, branching=rc.branching,
                     leaf_size=rc.leaf_size, beam=rc.beam, background=True)
@@ -299,8 +379,7 @@ class Memory:
         self._correction = np.zeros(0, dtype=bool)  # (rows,) the turn corrects its speaker (`_is_correction`)
         self._corrected_by: dict[int, list[int]] = {}  # row -> the later turns that correct it, in order
         self._flat: tuple | None = None  # (topic index, its version, live rows, FAISS index) of flat mode
-        self._ts, self._access = np.zeros(0), np.zeros(0)
-        self._append(rows, content, context)
+        self._ts = np.zeros(0)
 
     def _recoding(self, new_keys: set[tuple[str, int]]) -> bool:
         """Whether codec versions `new_keys`, written by another process, re-coded stored rows:
@@ -324,9 +403,11 @@ class Memory:
                 self.registry.load(set_name, version, trained_at, kind, data)
         self._codec_keys |= keys
 
-    def _append(self, rows: dict[str, list], content: np.ndarray, context: np.ndarray) -> None:
-        """Add stored rows, in write order, given as columns (`Store.memory_columns`), with their
-        decoded content and context vectors."""
+    def _append(self, rows: dict[str, Any], content: np.ndarray, context: np.ndarray, *, owned: bool = False) -> None:
+        """Add stored rows, in write order, given as columns (`Store.memory_columns`, or a
+        snapshot's, which bring their question and correction flags instead of their texts), with
+        their decoded content and context vectors (`owned`: decoded for this call, which may
+        normalise them in place into the retrieval keys)."""
         if not rows["id"]:
             return
         start = len(self._ids)
@@ -339,22 +420,24 @@ class Memory:
         self._ts = np.concatenate([self._ts, ts])
         spk = [-1 if s is None else self._speaker_of.setdefault(s, len(self._speaker_of)) for s in rows["speaker"]]
         self._speaker = np.concatenate([self._speaker, np.array(spk, dtype=np.int32)])
-        texts = rows["text"]
-        if self._words is not None:
-            words = [_words(t) for t in texts]
+        if self._words is not None:  # built already: rows caught up from the log, which have texts
+            words = [_words(t) for t in rows["text"]]
             self._words += words
-            self._people += [_people(t) for t in texts]
+            self._people += [_people(t) for t in rows["text"]]
             for w in words:
                 self._df.update(w)
-        self._question = np.concatenate([self._question, [float(_is_question(t)) for t in texts]])
-        # only a turn with a speaker can correct its speaker: a fact store's rows skip the rule
-        corrections = np.array([s is not None and _is_correction(t) for t, s in zip(texts, rows["speaker"])],
-                               dtype=bool)
+        if "question" in rows:
+            questions, corrections = rows["question"], rows["correction"]
+        else:
+            questions = [_is_question(t) for t in rows["text"]]
+            # only a turn with a speaker can correct its speaker: a fact store's rows skip the rule
+            corrections = [s is not None and _is_correction(t) for t, s in zip(rows["text"], rows["speaker"])]
+        self._question = np.concatenate([self._question, np.asarray(questions, dtype=np.float32)])
+        corrections = np.asarray(corrections, dtype=bool)
         self._correction = np.concatenate([self._correction, corrections])
-        self._access = np.concatenate([self._access, np.array(rows["access_count"], dtype=np.float64)])
         self._index["temporal"].add(self.temporal.encode(ts, now=0.0, access_count=np.zeros(len(ts))).dirn.numpy())
-        self._index["topic"].add(self._dirn(self.topic, content), copy=False)
-        self._index["context"].add(self._dirn(self.context, context), copy=False)
+        self._index["topic"].add(self._keys(self.topic, content, owned), copy=False)
+        self._index["context"].add(self._keys(self.context, context, owned), copy=False)
         for i in np.flatnonzero(corrections):  # once the rows are in the index, which says which are live
             self._link_correction(start + int(i), rows["session"][i])
 
@@ -400,6 +483,17 @@ class Memory:
         was, self._correction[row] = self._correction[row], self._speaker[row] >= 0 and _is_correction(text)
         if self._correction[row] and not was:  # now a correction: link it as a write would have
             self._link_correction(row, session)
+
+    def _keys(self, bundle, x: np.ndarray, owned: bool) -> np.ndarray:
+        """The topic or context bundle's retrieval keys (its `dirn`, the unit direction of each
+        base point) for base points x (N, d_e). An `owned` x is normalised in place, by the same
+        torch call the bundles make: at 10^5 rows a second (N, d_e) array is 154 MB, about 0.3 s
+        of first-touch page faults in a fresh process."""
+        if not (owned and x.dtype == np.float32 and x.flags.c_contiguous and x.flags.writeable):
+            return self._dirn(bundle, x)
+        t = torch.from_numpy(x)
+        torch.nn.functional.normalize(t, dim=-1, out=t)
+        return x
 
     @staticmethod
     def _dirn(bundle, x: np.ndarray) -> np.ndarray:
@@ -452,32 +546,41 @@ class Memory:
 
         return _by_version(np.fromiter((v for _, v, _ in items), dtype=np.int64, count=len(items)), block, field)
 
-    def _decoded_stored(self, versions: list[int], data: list[bytes], field: str) -> np.ndarray:
-        """The decoded `field` vectors of stored rows, given as their codec versions and data as
-        stored (`Store.memory_columns`): a code version's rows are joined into one array, not
-        decoded one per row."""
-        if not data:
+    def _decoded_blocks(self, field: str, versions: np.ndarray, blocks: dict[int, np.ndarray]) -> np.ndarray:
+        """The decoded `field` vectors (N, d) of rows given as their codec versions (N,) and each
+        version's rows (`ams.snapshot.stored_blocks`), in a new array. A version whose rows are
+        consecutive (all of them, but for rows another version re-coded) is decoded straight into
+        its part of the result: a 10^5-row temporary is 154 MB of fresh pages."""
+        if not len(versions):
             return np.zeros((0, 0), dtype=np.float32)
+        groups = np.unique(versions).tolist()
+        widths = {v: blocks[v].shape[1] if v == 0 else self._codec(field, v).d for v in groups}
+        if len(set(widths.values())) > 1:
+            raise StoreCorrupted(f"vectors of {field!r} differ in width between codec versions")
+        out = np.empty((len(versions), widths[groups[0]]), dtype=np.float32)
+        for v in groups:
+            idx = np.flatnonzero(versions == v)
+            lo, hi = int(idx[0]), int(idx[-1]) + 1
+            if v == 0:
+                out[idx] = blocks[0]
+            elif hi - lo == len(idx):
+                self._decode(field, v, blocks[v], out=out[lo:hi])
+            else:
+                out[idx] = self._decode(field, v, blocks[v])
+        return out
 
-        def block(version: int, idx: np.ndarray) -> np.ndarray:
-            if version == 0:  # raw float32 rows, each its own safetensors blob
-                return _stacked([unpack(data[i]) for i in idx], field, 0).astype(np.float32)
-            size = len(data[idx[0]])
-            joined = b"".join([data[i] for i in idx])
-            if len(joined) != size * len(idx):
-                raise StoreCorrupted(f"vectors of {field!r} coded by version {version} differ in length")
-            return self._decode(field, version, np.frombuffer(joined, dtype=np.uint8).reshape(len(idx), size))
-
-        return _by_version(np.array(versions, dtype=np.int64), block, field)
-
-    def _decode(self, field: str, version: int, codes: np.ndarray) -> np.ndarray:
+    def _codec(self, field: str, version: int):
         set_name = self.registry.set_of(field)
         if version not in self.registry.sets[set_name].versions:
             raise StoreCorrupted(f"vectors of {field!r} name codec version {version} that the store lacks")
-        codec = self.registry.codec(set_name, version)
+        return self.registry.codec(set_name, version)
+
+    def _decode(self, field: str, version: int, codes: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+        """Decode one codec version's codes (n, code_size) of `field`, into `out` when given."""
+        codec = self._codec(field, version)
         if codes.ndim != 2 or codes.shape[1] != codec.code_size:
             raise StoreCorrupted(f"vectors of {field!r} have codes of the wrong length for codec version {version}")
-        return codec.decode(codes)
+        return codec.decode(codes, out=out)
 
     # -- writing --------------------------------------------------------------------------------
     def write(self, text: str, *, ts: float | _dt.datetime | None = None, session: str | None = None,
@@ -1124,7 +1227,6 @@ class Memory:
                 try:
                     with self.store.write():
                         self.store.touch(self.user_id, [self._ids[r] for r in used], time.time())
-                    np.add.at(self._access, used, 1)
                 except StoreBusy:  # access counts are best effort: an answer is not lost for one
                     pass
             for p, text in zip(batch, texts):
@@ -1181,7 +1283,8 @@ class Memory:
         token_ids (S,) the salient words of the memories, best memory first."""
         ids = [self._ids[r] for r in rows]
         fib = {f: self._fetch(ids, f) for f in ("salient", "hidden")}
-        temporal = self.temporal.encode(self._ts[rows], now=now, access_count=self._access[rows])
+        access = np.array(self.store.access_counts(self.user_id, ids), dtype=np.float64)
+        temporal = self.temporal.encode(self._ts[rows], now=now, access_count=access)
         return {
             "q_base": {b: torch.from_numpy(points[b]) for b in BUNDLES},
             "q_hidden": self.backbone.encode([query]).hidden[0],
@@ -1300,13 +1403,16 @@ class Memory:
 
     def _verify(self) -> dict[str, Any]:
         d = self.backbone.d_model
-        n = len(self.store.memory_rows(self.user_id))  # reading a row checks its checksum
+        rows = self.store.memory_rows(self.user_id)  # reading a row checks its checksum
+        n = len(rows)
         widths = {"content": self.embedder.d, "context": self.embedder.d, "salient": d, "hidden": d}
         raw_large = 0
+        stored = {}
         for f in FIELDS:
             items = self.store.vectors(self.user_id, f)
             if len(items) != n:
                 raise StoreCorrupted(f"{n - len(items)} memories lack their {f!r} vector")
+            stored[f] = items
             if not items:
                 continue
             x = self._decoded(items, f)
@@ -1318,7 +1424,50 @@ class Memory:
             raise StoreCorrupted(f"{raw_large} vectors of width >= d_model are raw although their set is trained")
         if len(self._index["topic"]) != n:
             raise StoreCorrupted(f"index holds {len(self._index['topic'])} memories, store {n}")
-        return {"memories": n, "fields": len(FIELDS), "codec_sets": {s: c.latest for s, c in self.registry.sets.items()}}
+        return {"memories": n, "fields": len(FIELDS), "codec_sets": {s: c.latest for s, c in self.registry.sets.items()},
+                "snapshot": self._verify_snapshot(rows, stored)}
+
+    def _verify_snapshot(self, rows: list[dict], stored: dict[str, list]) -> dict[str, int] | None:
+        """Check this user's snapshot, if any, against the rows: every memory it holds that the log
+        has not changed since is stored with the same columns, flags and codes, and every stored
+        memory the log has not added since is in it. Returns its rows and event."""
+        got = self.store.snapshot(self.user_id)
+        if got is None:
+            return None
+        try:
+            snap = unpack_snapshot(got[1], got[2])
+        except SnapshotInvalid as e:
+            raise StoreCorrupted(f"the snapshot of user {self.user_id!r} is damaged: {e}") from e
+        changed = {m for _, m, _ in self.store.events_since(self.user_id, snap.event)}
+        by_id = {r["id"]: r for r in rows}
+        held = set(snap.columns["id"])
+        if missing := [r["id"] for r in rows if r["id"] not in held and r["id"] not in changed]:
+            raise StoreCorrupted(f"memory {missing[0]!r} is stored but not in the snapshot, and the log "
+                                 "has no write of it since")
+        codes = {f: dict(zip((m for m, _, _ in stored[f]), ((v, a) for _, v, a in stored[f]))) for f in SNAPSHOT_FIELDS}
+        place = {}
+        for f in SNAPSHOT_FIELDS:  # each row's place in its version's block
+            versions = snap.vectors[f][0]
+            place[f] = np.zeros(len(versions), dtype=np.int64)
+            for v in np.unique(versions):
+                place[f][versions == v] = np.arange(int((versions == v).sum()))
+        for i, m in enumerate(snap.columns["id"]):
+            if m in changed:
+                continue
+            r = by_id.get(m)
+            if r is None:
+                raise StoreCorrupted(f"the snapshot holds memory {m!r}, which is not stored and has no delete since")
+            same = (r["ts"] == snap.ts[i] and r["session"] == snap.columns["session"][i]
+                    and r["speaker"] == snap.columns["speaker"][i]
+                    and bool(_is_question(r["text"])) == bool(snap.question[i])
+                    and (r["speaker"] is not None and _is_correction(r["text"])) == bool(snap.correction[i]))
+            for f in SNAPSHOT_FIELDS:
+                versions, blocks = snap.vectors[f]
+                v, a = codes[f][m]
+                same = same and v == versions[i] and np.array_equal(a, blocks[v][place[f][i]])
+            if not same:
+                raise StoreCorrupted(f"the snapshot of user {self.user_id!r} disagrees with the stored memory {m!r}")
+        return {"rows": len(snap), "event": snap.event, "events_since": len(changed)}
 
     # -- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
@@ -1466,6 +1615,37 @@ def _check_encodable(text: str, what: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
         raise InvalidInput(f"{what} is not valid Unicode (a lone surrogate at {e.start}); nothing was written") from e
+
+
+_PAGES_LOCK = threading.Lock()
+_pages_users = 0  # threads inside `_small_pages`
+_pages_advised = True  # numpy's setting when the first of them entered
+
+
+@contextlib.contextmanager
+def _small_pages() -> Iterator[None]:
+    """Allocate without numpy's transparent-huge-page advice while building indexes. numpy advises
+    huge pages for every array over 4 MB; where the kernel compacts memory on first touch of an
+    advised region (THP `defrag = madvise`, its default), a new process's first 300 MB of keys
+    (10^5 memories) stalled 0.5-0.8 s on it here. Process-wide while any thread is inside; nested
+    and concurrent uses restore numpy's setting once the last one leaves."""
+    global _pages_users, _pages_advised
+    core = getattr(np, "_core", None) or np.core  # numpy 2 / numpy 1.26
+    set_advice = getattr(core.multiarray, "_set_madvise_hugepage", None)
+    if set_advice is None:
+        yield
+        return
+    with _PAGES_LOCK:
+        if _pages_users == 0:
+            _pages_advised = set_advice(False)
+        _pages_users += 1
+    try:
+        yield
+    finally:
+        with _PAGES_LOCK:
+            _pages_users -= 1
+            if _pages_users == 0:
+                set_advice(_pages_advised)
 
 
 def _stacked(arrays: list[np.ndarray], field: str, version: int) -> np.ndarray:

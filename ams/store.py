@@ -15,6 +15,8 @@ Tables:
     codecs      (set_name, version) -> trained_at, kind ('kakeya' or 'pq'), data (the serialised codec)
     weights     name -> data (trained channel weights; empty while the channel is untrained)
     history     one row per add / update / delete of a memory
+    snapshots   user_id -> a blob of what opening reads of that user's memories, current to a
+                history event (`ams.snapshot`): derived data, rebuilt from the rows when unusable
 """
 
 from __future__ import annotations
@@ -138,6 +140,18 @@ def _m005_codec_kinds(db: sqlite_utils.Database) -> None:
     db.execute("UPDATE meta SET value = ? WHERE key = 'config'", [json.dumps(config)])
 
 
+def _m006_snapshots(db: sqlite_utils.Database) -> None:
+    """Per-user snapshots of what opening reads (`ams.snapshot`), and an index that finds a user's
+    history events after a given one without walking all of that user's history (a reopen from a
+    snapshot asks for them)."""
+    db.execute(
+        """CREATE TABLE snapshots (
+            user_id TEXT PRIMARY KEY, event_id INTEGER NOT NULL, data BLOB NOT NULL,
+            checksum INTEGER NOT NULL, rows INTEGER NOT NULL, made_at REAL NOT NULL)"""
+    )
+    db.execute("CREATE INDEX history_user_event ON history (user_id, event_id)")
+
+
 # Registered in order; a store records each name it has applied. Append, never edit.
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
@@ -145,6 +159,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("003_raw_codes", _m003_raw_codes),
     ("004_dialogue", _m004_dialogue),
     ("005_codec_kinds", _m005_codec_kinds),
+    ("006_snapshots", _m006_snapshots),
 ]
 
 
@@ -259,20 +274,27 @@ class Store:
             yield
 
     @contextmanager
-    def write(self) -> Iterator[None]:
+    def write(self, *, wait_ms: int | None = None) -> Iterator[None]:
         """A write transaction: everything in it lands, or nothing.
 
         It takes the file's write lock first (`BEGIN IMMEDIATE`), so what the block reads is what it
         writes over: another process's commit cannot slip in between. A writer that finds the lock
-        taken waits, retried by SQLite's busy handler, for at most the busy timeout; then `StoreBusy`.
-        Nested blocks are savepoints.
+        taken waits, retried by SQLite's busy handler, for at most the busy timeout (or `wait_ms`,
+        for work that can be skipped); then `StoreBusy`. Nested blocks are savepoints.
         """
         if self.conn.in_transaction:
             with self.db.atomic():
                 yield
             return
+        waited = self.busy_timeout_ms if wait_ms is None else wait_ms
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
+            if wait_ms is not None:
+                self.conn.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            finally:
+                if wait_ms is not None:
+                    self.conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             try:
                 yield
                 self.conn.execute("COMMIT")
@@ -281,7 +303,7 @@ class Store:
                     self.conn.execute("ROLLBACK")
                 raise
         except sqlite3.OperationalError as e:
-            busy = busy_error(e, f"{self.busy_timeout_ms} ms")
+            busy = busy_error(e, f"{waited} ms")
             if busy is None:
                 raise
             raise busy from e
@@ -456,6 +478,13 @@ class Store:
             [(now, user_id, m) for m in memory_ids],
         )
 
+    def access_counts(self, user_id: str, memory_ids: list[str]) -> list[int]:
+        """Each listed memory's access count (0 for one not stored), in the order given."""
+        marks = ",".join("?" * len(memory_ids))
+        got = dict(self.db.execute(f"SELECT id, access_count FROM memories WHERE user_id = ? AND id IN ({marks})",
+                                   [user_id, *memory_ids]).fetchall())
+        return [int(got.get(m, 0)) for m in memory_ids]
+
     def add_history(self, memory_id: str, user_id: str, event: str, old: str | None, new: str | None,
                     at: float) -> None:
         self.db.execute("INSERT INTO history (memory_id, user_id, event, old_text, new_text, at)"
@@ -466,6 +495,11 @@ class Store:
         return [tuple(r) for r in self.db.execute(
             "SELECT event_id, memory_id, event FROM history WHERE user_id = ? AND event_id > ? ORDER BY event_id",
             [user_id, event_id])]
+
+    def events_count_since(self, user_id: str, event_id: int) -> int:
+        """How many of a user's events came after `event_id`."""
+        return int(self.db.execute("SELECT count(*) FROM history WHERE user_id = ? AND event_id > ?",
+                                   [user_id, event_id]).fetchone()[0])
 
     def last_event_id(self) -> int:
         """The newest history event of any user (0 for none): a watermark for `events_since`."""
@@ -558,6 +592,26 @@ class Store:
     def get_weights(self, name: str) -> bytes | None:
         row = self.db.execute("SELECT data FROM weights WHERE name = ?", [name]).fetchone()
         return bytes(row[0]) if row else None
+
+    # -- snapshots ------------------------------------------------------------------------------
+    def snapshot(self, user_id: str) -> tuple[int, bytes, int] | None:
+        """(event_id, data, checksum) of a user's snapshot, or None."""
+        row = self.db.execute("SELECT event_id, data, checksum FROM snapshots WHERE user_id = ?", [user_id]).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]), int(row[2]))
+
+    def put_snapshot(self, user_id: str, event_id: int, data: bytes, rows: int) -> None:
+        """Keep a user's snapshot unless the one stored is current to a later event (another
+        process made it from a later read)."""
+        self.db.execute(
+            "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(user_id) DO UPDATE SET"
+            " event_id = excluded.event_id, data = excluded.data, checksum = excluded.checksum,"
+            " rows = excluded.rows, made_at = excluded.made_at WHERE excluded.event_id >= snapshots.event_id",
+            [user_id, event_id, data, _crc(data), rows, time.time()])
+
+    def snapshot_info(self) -> list[dict]:
+        """Each user's snapshot: user, event, rows, bytes, made_at (no data read)."""
+        cur = self.db.execute("SELECT user_id, event_id, rows, length(data), made_at FROM snapshots ORDER BY user_id")
+        return [dict(zip(("user", "event", "rows", "bytes", "made_at"), r)) for r in cur.fetchall()]
 
     def bytes_by_table(self) -> dict[str, int]:
         """On-disk bytes of each table and index (SQLite's dbstat), or {} where dbstat is missing."""

@@ -91,3 +91,21 @@ def test_bad_codec_bytes_and_kinds_raise_store_corrupted():
         load_codec("kakeya", data)  # PQ bytes read as a Kakeya codec
     with pytest.raises(StoreCorrupted):
         ProductQuantizer.from_centroids(16, np.zeros((4, 256, 3), dtype=np.float32))  # ds is 4 for d = 16, m = 4
+
+
+@pytest.mark.parametrize("codec", [PQCodec(50, pq_bytes=7), KakeyaCodec(50, pq_bytes=13), KakeyaCodec(50)])
+def test_decoding_into_a_given_array_and_in_chunks_gives_the_same_vectors(codec, monkeypatch):
+    """`decode(codes, out=)` writes what `decode(codes)` returns, and the PQ part decoded a chunk
+    of rows at a time (`DECODE_ROWS`) gives the same vectors as in one chunk."""
+    from ams.kakeya import pq
+
+    x = anisotropic(3000, 50, seed=4)
+    codes = codec.train(x[:2000]).encode(x[2000:])
+    one_chunk = codec.decode(codes)  # 1,000 rows < DECODE_ROWS
+    monkeypatch.setattr(pq, "DECODE_ROWS", 96)  # ten full chunks and a partial one
+    whole = codec.decode(codes)
+    assert np.array_equal(whole, one_chunk)
+    out = np.full((1000, 50), np.nan, dtype=np.float32)
+    assert codec.decode(codes, out=out) is out and np.array_equal(out, whole)
+    with pytest.raises(ValueError, match="out must be"):
+        codec.decode(codes, out=np.empty((999, 50), dtype=np.float32))

@@ -48,7 +48,7 @@ from safetensors.numpy import save as st_save
 from ..config import KAKEYA_HEADER
 from ..errors import NotTrained, StoreCorrupted
 from .kmeans import SphericalKMeans, normalize_rows
-from .pq import ProductQuantizer
+from .pq import ProductQuantizer, output_array
 
 
 class KakeyaCodec:
@@ -175,8 +175,15 @@ class KakeyaCodec:
         seg_b = seg.astype(np.uint16).reshape(len(x), 1).view(np.uint8)
         return np.ascontiguousarray(np.concatenate([head, seg_b, res], axis=1))
 
-    def decode(self, codes: np.ndarray) -> np.ndarray:
-        """Vectors (n, d) float32 from codes (n, code_size)."""
+    def decode(self, codes: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+        """Vectors (n, d) float32 from codes (n, code_size), copied into `out` when given."""
+        x = self._decode(codes)
+        if out is None:
+            return x
+        output_array(out, len(x), self.d)[:] = x
+        return out
+
+    def _decode(self, codes: np.ndarray) -> np.ndarray:
         self._check()
         codes = np.ascontiguousarray(np.asarray(codes, dtype=np.uint8).reshape(-1, self.code_size))
         if self.pq_bytes:

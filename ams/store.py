@@ -397,7 +397,9 @@ class Store:
         out: list[dict] = []
         for i in range(0, len(memory_ids), 500):  # stay under SQLite's bound-parameter limit
             chunk = memory_ids[i : i + 500]
-            cur = self.db.execute(f"SELECT * FROM memories WHERE user_id = ? AND id IN ({','.join('?' * len(chunk))})",
+            # `+user_id`: look the ids up in their unique index; given the choice, SQLite walked all of
+            # the user's rows (memories_user) for each chunk, 1 s for 10^4 ids in a 10^5-row store
+            cur = self.db.execute(f"SELECT * FROM memories WHERE +user_id = ? AND id IN ({','.join('?' * len(chunk))})",
                                   [user_id, *chunk])
             out += [self._row(cur, r) for r in cur.fetchall()]
         return sorted(out, key=lambda r: r["seq"])
@@ -480,8 +482,10 @@ class Store:
 
     def access_counts(self, user_id: str, memory_ids: list[str]) -> list[int]:
         """Each listed memory's access count (0 for one not stored), in the order given."""
+        if not memory_ids:
+            return []
         marks = ",".join("?" * len(memory_ids))
-        got = dict(self.db.execute(f"SELECT id, access_count FROM memories WHERE user_id = ? AND id IN ({marks})",
+        got = dict(self.db.execute(f"SELECT id, access_count FROM memories WHERE +user_id = ? AND id IN ({marks})",
                                    [user_id, *memory_ids]).fetchall())
         return [int(got.get(m, 0)) for m in memory_ids]
 

@@ -430,8 +430,7 @@ class Memory:
             questions, corrections = rows["question"], rows["correction"]
         else:
             questions = [_is_question(t) for t in rows["text"]]
-            # only a turn with a speaker can correct its speaker: a fact store's rows skip the rule
-            corrections = [s is not None and _is_correction(t) for t, s in zip(rows["text"], rows["speaker"])]
+            corrections = [_corrects(t, s is not None) for t, s in zip(rows["text"], rows["speaker"])]
         self._question = np.concatenate([self._question, np.asarray(questions, dtype=np.float32)])
         corrections = np.asarray(corrections, dtype=bool)
         self._correction = np.concatenate([self._correction, corrections])
@@ -480,7 +479,7 @@ class Memory:
             self._words[row], self._people[row] = _words(text), _people(text)
             self._df.update(self._words[row])
         self._question[row] = float(_is_question(text))
-        was, self._correction[row] = self._correction[row], self._speaker[row] >= 0 and _is_correction(text)
+        was, self._correction[row] = self._correction[row], _corrects(text, self._speaker[row] >= 0)
         if self._correction[row] and not was:  # now a correction: link it as a write would have
             self._link_correction(row, session)
 
@@ -1460,7 +1459,7 @@ class Memory:
             same = (r["ts"] == snap.ts[i] and r["session"] == snap.columns["session"][i]
                     and r["speaker"] == snap.columns["speaker"][i]
                     and bool(_is_question(r["text"])) == bool(snap.question[i])
-                    and (r["speaker"] is not None and _is_correction(r["text"])) == bool(snap.correction[i]))
+                    and _corrects(r["text"], r["speaker"] is not None) == bool(snap.correction[i]))
             for f in SNAPSHOT_FIELDS:
                 versions, blocks = snap.vectors[f]
                 v, a = codes[f][m]
@@ -1594,6 +1593,12 @@ def _is_correction(text: str) -> bool:
     """Whether a turn corrects what its speaker said just before ("oops, I meant figs",
     "correction: it was Tuesday"). A surface rule over common English phrasings."""
     return _CORRECTION.search(text.lower().replace("’", "'")) is not None
+
+
+def _corrects(text: str, has_speaker: bool) -> bool:
+    """Whether a memory corrects its speaker's earlier statement. Only a turn with a speaker can, so
+    a fact store's rows skip the rule (and its 10^5 regex passes on a reopen)."""
+    return bool(has_speaker) and _is_correction(text)
 
 
 def _is_question(text: str) -> bool:

@@ -604,13 +604,11 @@ class Store:
         return None if row is None else (int(row[0]), bytes(row[1]), int(row[2]))
 
     def put_snapshot(self, user_id: str, event_id: int, data: bytes, rows: int) -> None:
-        """Keep a user's snapshot unless the one stored is current to a later event (another
-        process made it from a later read)."""
-        self.db.execute(
-            "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(user_id) DO UPDATE SET"
-            " event_id = excluded.event_id, data = excluded.data, checksum = excluded.checksum,"
-            " rows = excluded.rows, made_at = excluded.made_at WHERE excluded.event_id >= snapshots.event_id",
-            [user_id, event_id, data, _crc(data), rows, time.time()])
+        """Store a user's snapshot in place of the one stored. Always: an older one (another
+        process's read came later) is still whole, just further behind, and a damaged one whose
+        event column no longer reads right must not be kept for good."""
+        self.db.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?, ?)",
+                        [user_id, event_id, data, _crc(data), rows, time.time()])
 
     def snapshot_info(self) -> list[dict]:
         """Each user's snapshot: user, event, rows, bytes, made_at (no data read)."""

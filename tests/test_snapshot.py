@@ -264,3 +264,19 @@ def test_opening_leaves_numpys_huge_page_advice_as_it_was(store_path, tiny_backb
             assert advice._get_madvise_hugepage() is setting
         finally:
             advice._set_madvise_hugepage(was)
+
+
+def test_a_snapshot_whose_event_no_longer_matches_its_blob_is_replaced(store_path, tiny_backbone_dir, small,
+                                                                       monkeypatch):
+    with ams.Memory.open(store_path, backbone=tiny_backbone_dir) as mem:
+        mem.write_many(NOTES[:20])
+    ams.Memory.open(store_path, backbone=tiny_backbone_dir).close()
+    con = sqlite3.connect(store_path)
+    with con:
+        con.execute("UPDATE snapshots SET event_id = 10000000")  # a damaged column, far in the future
+    con.close()
+    reads = Reads(monkeypatch)
+    ams.Memory.open(store_path, backbone=tiny_backbone_dir).close()
+    assert reads.n == 1 and _snapshot_row(store_path)[:2] == (20, 20)  # read around, and replaced
+    ams.Memory.open(store_path, backbone=tiny_backbone_dir).close()
+    assert reads.n == 1

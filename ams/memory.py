@@ -31,7 +31,7 @@ import time
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,7 @@ from .kakeya import KakeyaRegistry, default_sets, load_codec
 from .retrieval import BundleIndex, FlatIndex, fuse
 from .session import fold
 from .snapshot import FIELDS as SNAPSHOT_FIELDS
-from .snapshot import Snapshot, SnapshotInvalid, stored_blocks, unpack_snapshot
+from .snapshot import Snapshot, SnapshotInvalid, stacked, stored_blocks, unpack_snapshot
 from .snapshot import pack as pack_snapshot
 from .store import Store, busy_error
 from .types import MODES, Generation, Hit, MemoryRecord
@@ -536,14 +536,10 @@ class Memory:
 
     def _decoded(self, items: list[tuple[str, int, np.ndarray]], field: str) -> np.ndarray:
         """Stack (memory_id, version, data) rows into decoded vectors, one batch per codec version."""
-        if not items:
-            return np.zeros((0, 0), dtype=np.float32)
-
-        def block(version: int, idx: np.ndarray) -> np.ndarray:
-            stacked = _stacked([items[i][2] for i in idx], field, version)
-            return stacked.astype(np.float32) if version == 0 else self._decode(field, version, stacked)
-
-        return _by_version(np.fromiter((v for _, v, _ in items), dtype=np.int64, count=len(items)), block, field)
+        versions = np.fromiter((v for _, v, _ in items), dtype=np.int64, count=len(items))
+        blocks = {v: stacked([items[i][2] for i in np.flatnonzero(versions == v)], field, v)
+                  for v in np.unique(versions).tolist()}
+        return self._decoded_blocks(field, versions, blocks)
 
     def _decoded_blocks(self, field: str, versions: np.ndarray, blocks: dict[int, np.ndarray]) -> np.ndarray:
         """The decoded `field` vectors (N, d) of rows given as their codec versions (N,) and each
@@ -1653,32 +1649,6 @@ def _small_pages() -> Iterator[None]:
                 set_advice(_pages_advised)
 
 
-def _stacked(arrays: list[np.ndarray], field: str, version: int) -> np.ndarray:
-    """One field's stored arrays of one codec version as rows (n, width); they must agree in width."""
-    if len({a.shape for a in arrays}) > 1:
-        raise StoreCorrupted(f"vectors of {field!r} coded by version {version} differ in length")
-    return np.stack(arrays)
-
-
-def _by_version(versions: np.ndarray, block: Callable[[int, np.ndarray], np.ndarray], field: str) -> np.ndarray:
-    """Vectors (N, d) of N rows coded by codec `versions` (N,), where `block(version, idx)` decodes
-    the rows `idx` of one version. A single version (the usual case) is decoded straight into
-    the result; a 10^5-row copy is 154 MB."""
-    groups = np.unique(versions)
-    if len(groups) == 1:
-        return np.ascontiguousarray(block(int(groups[0]), np.arange(len(versions))), dtype=np.float32)
-    out: np.ndarray | None = None
-    for version in groups:
-        idx = np.flatnonzero(versions == version)
-        vecs = block(int(version), idx)
-        if out is None:
-            out = np.empty((len(versions), vecs.shape[1]), dtype=np.float32)
-        elif vecs.shape[1] != out.shape[1]:
-            raise StoreCorrupted(f"vectors of {field!r} differ in width between codec versions")
-        out[idx] = vecs
-    return out
-
-
 def _gate(rows: list[int], fused: np.ndarray, ratio: float) -> list[int]:
     """Keep the best row and those scoring at least `ratio` of it (all of them when it is <= 0)."""
     if not rows or fused[0] <= 0:
@@ -1704,9 +1674,7 @@ def _positive_int(v: Any, name: str) -> int:
 
 def _columns(rows: list[dict]) -> dict[str, list]:
     """Memory rows (`Store.memory_rows`) as the columns `Store.memory_columns` returns."""
-    cols = {k: [r.get(k) for r in rows] for k in ("id", "text", "ts", "session", "speaker")}
-    cols["access_count"] = [r.get("access_count") or 0 for r in rows]  # a row being written has none yet
-    return cols
+    return {k: [r.get(k) for r in rows] for k in ("id", "text", "ts", "session", "speaker")}
 
 
 def _record(row: dict) -> MemoryRecord:

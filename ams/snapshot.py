@@ -134,10 +134,7 @@ def stored_blocks(field: str, versions: list[int], data: list[bytes]) -> tuple[n
     for version in np.unique(v).tolist():
         idx = np.flatnonzero(v == version)
         if version == 0:  # raw float32, a safetensors blob a row
-            arrays = [unpack(data[i]) for i in idx]
-            if len({a.shape for a in arrays}) > 1:
-                raise StoreCorrupted(f"raw vectors of {field!r} differ in length")
-            blocks[0] = np.stack(arrays).astype(np.float32)
+            blocks[0] = stacked([unpack(data[i]) for i in idx], field, 0).astype(np.float32)
             continue
         size = len(data[idx[0]])
         joined = b"".join([data[i] for i in idx])
@@ -145,3 +142,10 @@ def stored_blocks(field: str, versions: list[int], data: list[bytes]) -> tuple[n
             raise StoreCorrupted(f"vectors of {field!r} coded by version {version} differ in length")
         blocks[version] = np.frombuffer(joined, dtype=np.uint8).reshape(len(idx), size)
     return v, blocks
+
+
+def stacked(arrays: list[np.ndarray], field: str, version: int) -> np.ndarray:
+    """One field's stored arrays of one codec version as rows (n, width); they must agree in width."""
+    if len({a.shape for a in arrays}) > 1:
+        raise StoreCorrupted(f"vectors of {field!r} coded by version {version} differ in length")
+    return np.stack(arrays)

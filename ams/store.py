@@ -366,7 +366,7 @@ class Store:
         return [self._row(cur, r) for r in cur.fetchall()]
 
     def memory_columns(self, user_id: str, fields: tuple[str, ...] = ()) -> dict[str, list]:
-        """This user's memories as columns (id, ts, session, speaker, text, access_count), in write
+        """This user's memories as columns (id, ts, session, speaker, text), in write
         order, and for each of `fields` its vectors as columns `field` -> (versions, data as
         stored), all in one query, every row and vector checked against its checksum: what
         opening a store reads, without a dict per row (10^5 rows a second faster than
@@ -376,16 +376,16 @@ class Store:
                          for i in range(len(fields)))
         vector_cols = "".join(f", v{i}.version, v{i}.data, v{i}.checksum" for i in range(len(fields)))
         rows = self.db.execute(
-            "SELECT m.id, m.user_id, m.text, m.ts, m.session, m.role, m.meta, m.speaker, m.access_count, m.checksum"
+            "SELECT m.id, m.user_id, m.text, m.ts, m.session, m.role, m.meta, m.speaker, m.checksum"
             f"{vector_cols} FROM memories m{joined} WHERE m.user_id = ? ORDER BY m.seq", [*fields, user_id]).fetchall()
         for r in rows:
-            if r[9] != row_crc(*r[:8]):
+            if r[8] != row_crc(*r[:8]):
                 raise StoreCorrupted(f"memory {r[0]!r} fails its checksum: the file was damaged")
-        cols = list(zip(*rows)) or [()] * (10 + 3 * len(fields))
+        cols = list(zip(*rows)) or [()] * (9 + 3 * len(fields))
         out = {"id": list(cols[0]), "text": list(cols[2]), "ts": list(cols[3]), "session": list(cols[4]),
-               "speaker": list(cols[7]), "access_count": list(cols[8])}
+               "speaker": list(cols[7])}
         for i, field in enumerate(fields):
-            versions, data, sums = cols[10 + 3 * i : 13 + 3 * i]
+            versions, data, sums = cols[9 + 3 * i : 12 + 3 * i]
             if None in data:
                 raise StoreCorrupted(f"memory {out['id'][data.index(None)]!r} is missing its {field!r} vector")
             _check_vectors(out["id"], data, sums)

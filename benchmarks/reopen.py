@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -105,10 +105,7 @@ def child(path: Path, backbone, how: str, questions: list[str], now: float) -> N
     """One open in this new process, after loading the models: print its timings as JSON."""
     ams.memory._shared_embedder().encode(["load the models before the clock starts"])
     ams.memory._shared_backbone(backbone)
-    if how == "rows":
-        with ignoring_snapshots():
-            print(json.dumps(timed_open(path, backbone, questions, now)))
-    else:
+    with ignoring_snapshots() if how == "rows" else nullcontext():
         print(json.dumps(timed_open(path, backbone, questions, now)))
 
 

@@ -718,8 +718,8 @@ class Memory:
             if not self.registry.due(set_name, n):
                 continue
             before = dict(codec_set.versions)
-            xt = np.concatenate([self._decoded(self.store.vectors(None, f), f) for f in codec_set.spec.fields])
-            version = self.registry.train(set_name, xt, seed=self.config.prefix.seed)
+            xt, held = self._training_vectors(codec_set.spec.fields)
+            version = self.registry.train(set_name, xt, seed=self.config.prefix.seed, n_vectors=held)
             codec = self.registry.codec(set_name, version)
             self.store.put_codec(set_name, version, codec_set.trained_at[version], codec.kind, codec.to_bytes())
             # Rows to re-code: the raw ones on a set's first training, and the dense-residual ones on its
@@ -737,6 +737,26 @@ class Memory:
                             self.store.put_vector(mid, f, version, code)
                         recoded = True
         return recoded, stored
+
+    def _training_vectors(self, fields: tuple[str, ...]) -> tuple[np.ndarray, int]:
+        """What a codec set's next version trains on, decoded, and how many vectors the set holds
+        (every user's): all of its fields' stored vectors while they number at most `max_train`,
+        else those of a seeded sample of memories, looked up by write order. A retrain then reads
+        about `max_train` vectors however large the store: reading all of them held the write lock
+        5.5 s and took 615 MB for the 2 x 10^5 sentence vectors of a 10^5 store
+        (benchmarks/retrain.py)."""
+        alive = self.store.count()
+        held, limit = alive * len(fields), self.registry.cfg.max_train
+        seqs = None
+        if held > limit:  # seqs run 1..written, deleted memories' missing: draw enough to find `limit`
+            written = self.store.memories_written()
+            draw = min(written, math.ceil(limit / len(fields) * written / alive))
+            seqs = np.sort(np.random.default_rng(self.config.prefix.seed).choice(written, draw, replace=False)) + 1
+        parts = []
+        for f in fields:
+            _, versions, data = self.store.vector_columns(None, f, seqs=None if seqs is None else seqs.tolist())
+            parts.append(self._decoded_blocks(f, *stored_blocks(f, versions, data)))
+        return np.concatenate(parts), held
 
     def _validate_item(self, item: str | Mapping[str, Any], i: int) -> dict:
         if isinstance(item, str):

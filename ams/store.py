@@ -25,7 +25,7 @@ import json
 import sqlite3
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from json.encoder import c_make_encoder, encode_basestring
 from pathlib import Path
@@ -547,10 +547,11 @@ class Store:
         return [(m, v, unpack(d) if v == 0 else np.frombuffer(d, dtype=np.uint8)) for m, v, d in zip(ids, versions, data)]
 
     def vector_columns(self, user_id: str | None, field: str, *, version: int | None = None,
-                       ) -> tuple[list[str], list[int], list[bytes]]:
+                       seqs: Sequence[int] | None = None) -> tuple[list[str], list[int], list[bytes]]:
         """(memory ids, versions, data) of one field, in write order (all users when user_id is
-        None), every row checked against its checksum; the data left as stored (version 0:
-        safetensors float32; >= 1: the code's bytes)."""
+        None; only the memories whose write-order `seq` is among `seqs` when given: a sample read
+        by lookups, not a scan), every row checked against its checksum; the data left as stored
+        (version 0: safetensors float32; >= 1: the code's bytes)."""
         sql = ("SELECT v.memory_id, v.version, v.data, v.checksum FROM vectors v JOIN memories m ON m.id = v.memory_id"
                " WHERE v.field = ?")
         args: list = [field]
@@ -560,6 +561,9 @@ class Store:
         if version is not None:
             sql += " AND v.version = ?"
             args.append(version)
+        if seqs is not None:  # one JSON parameter, however many: no bound-parameter limit to chunk under
+            sql += " AND m.seq IN (SELECT value FROM json_each(?))"
+            args.append(json.dumps([int(q) for q in seqs]))
         rows = self.db.execute(sql + " ORDER BY m.seq", args).fetchall()
         ids, versions, data, sums = (list(c) for c in zip(*rows)) if rows else ([], [], [], [])
         _check_vectors(ids, data, sums)

@@ -420,6 +420,40 @@ def test_a_large_set_moves_every_row_to_pq_codes_and_still_finds_them(tmp_path, 
         assert mem.verify()["memories"] == 520
 
 
+def test_a_retrain_past_max_train_reads_a_sample_and_keeps_the_growth_schedule(tmp_path, tiny_backbone_dir):
+    """Past `max_train` vectors a set trains its next version on the vectors of a seeded sample of
+    memories, read by lookups, not on every stored vector; growth still counts every vector, a
+    second store written alike trains the same codecs, and every row still decodes and is found."""
+    cfg = ams.MemoryConfig(kakeya=ams.KakeyaConfig(min_entries=64, growth=2, max_train=128))
+    reads: list[tuple[str, bool, int]] = []  # (field, sampled, rows read) of every training read
+
+    codecs = []
+    for name in ("a.db", "b.db"):
+        with ams.Memory.open(tmp_path / name, backbone=tiny_backbone_dir, config=cfg) as mem:
+            columns = mem.store.vector_columns
+
+            def spy(user_id, field, *, version=None, seqs=None, columns=columns):
+                out = columns(user_id, field, version=version, seqs=seqs)
+                reads.append((field, seqs is not None, len(out[0])))
+                return out
+            mem.store.vector_columns = spy
+            mem.write_many(NOTES[:100])  # sentence: 200 vectors, over max_train; salient, hidden: 100
+            gone = [m.id for m in mem.get_all(limit=100)[::2]]
+            for mid in gone:  # half the memories deleted: the sample must still find about max_train
+                mem.delete(mid)
+            mem.write_many(NOTES[100:300])  # 500 vectors >= 2 x 200: the sentence set's next version
+            trained = mem.registry.sets["sentence"].trained_at
+            assert max(trained.values()) == 2 * len(mem)  # every live memory's two fields, not the sample
+            for note in (NOTES[1], NOTES[250]):  # a deleted note's twin survives; the rows decode
+                assert mem.search(note, k=1)[0].text == note
+            codecs.append([bytes(row[4]) for row in mem.store.codecs()])
+    sampled = [(f, n) for f, s, n in reads if s]
+    assert {f for f, _ in sampled} >= {"content", "context", "salient", "hidden"}
+    assert all(32 <= n <= 96 for f, n in sampled if f in ("content", "context")), sampled  # ~max_train / 2 each
+    assert all(n <= 200 for _, s, n in reads if not s)  # read whole only while a set is small
+    assert codecs[0] == codecs[1]  # the sample is seeded
+
+
 def test_a_store_from_before_codec_kinds_trains_pq_next_and_keeps_its_kakeya_versions(tmp_path, tiny_backbone_dir):
     """A store of the release before plain PQ (schema 004: Kakeya-PQ codes, `pq_bytes` counting
     sub-quantisers, no codec kinds) migrates on open: its next version is plain PQ at the same bytes

@@ -96,13 +96,18 @@ class KakeyaRegistry:
             return n_vectors >= self.cfg.min_entries
         return n_vectors >= self.cfg.growth * s.trained_at[s.latest]
 
-    def train(self, set_name: str, xt: np.ndarray, *, seed: int = 0) -> int:
+    def train(self, set_name: str, xt: np.ndarray, *, seed: int = 0, n_vectors: int | None = None) -> int:
         """Train a new version of a set on `xt` (n, width) (a seeded sample of at most
-        `max_train`); returns the version number."""
+        `max_train`); returns the version number.
+
+        Args:
+            n_vectors: how many vectors the set holds, when `xt` is already a sample of them
+                (default `len(xt)`): growth (`due`) counts from it.
+        """
         s = self.sets[set_name]
-        n = len(xt)
-        if n > self.cfg.max_train:
-            xt = xt[np.random.default_rng(seed).choice(n, self.cfg.max_train, replace=False)]
+        n = len(xt) if n_vectors is None else n_vectors
+        if len(xt) > self.cfg.max_train:
+            xt = xt[np.random.default_rng(seed).choice(len(xt), self.cfg.max_train, replace=False)]
         nbytes = self.cfg.pq_bytes.get(set_name, 0) if len(xt) >= self.cfg.pq_min_train else 0
         codec: Codec
         if nbytes and self.cfg.codec == "pq":

@@ -65,6 +65,17 @@ from .snapshot import FIELDS as SNAPSHOT_FIELDS
 from .snapshot import Snapshot, SnapshotInvalid, stacked, stored_blocks, unpack_snapshot
 from .snapshot import pack as pack_snapshot
 from .store import Store, busy_error
+from .turns import (
+    CORRECTION_REACH,
+    NAME_WORD,
+    STOPWORDS,
+    content_words,
+    corrects,
+    is_question,
+    named_people,
+    turn_line,
+    turn_window,
+)
 from .types import MODES, Generation, Hit, MemoryRecord
 
 FIELDS = ("content", "context", "salient", "hidden")  # the per-memory vectors the registry codes
@@ -77,12 +88,6 @@ SNAPSHOT_MIN_ROWS = 10_000
 SNAPSHOT_LAG = 0.1
 SNAPSHOT_WAIT_MS = 50  # how long opening waits for the write lock to store a snapshot
 MAX_SPEAKER_CHARS = 200
-# Words a question shares with any memory: left out of the lexical channel's query.
-STOPWORDS = frozenset("""a about after again all also am an and any are as at be been before being but by can could
-did do does doing done during each else ever for from had has have having he her here hers him his how i if in into is
-it its just me more most my no nor not now of off on once only or other our out over own same she should so some such
-than that the their them then there these they this those through to too under until up very was we were what when
-where which while who whom why will with would you your yours""".split())
 
 
 @functools.lru_cache(maxsize=4)
@@ -370,13 +375,13 @@ class Memory:
         self._speaker_of: dict[str, int] = {}  # speaker -> small int id
         self._speaker = np.zeros(0, dtype=np.int32)  # (rows,) speaker id, -1 for none
         # each row's content words and the live rows holding each word, for the informativeness
-        # prior of dialogue turns, and the people each row names (`_people`), for the people
+        # prior of dialogue turns, and the people each row names (`named_people`), for the people
         # channel: built from the stored texts on first need (`_word_stats`)
         self._words: list[frozenset[str]] | None = None
         self._df: Counter[str] | None = None
         self._people: list[frozenset[tuple[str, ...]]] | None = None
         self._question = np.zeros(0, dtype=np.float32)  # (rows,) 1 for a memory that is a question
-        self._correction = np.zeros(0, dtype=bool)  # (rows,) the turn corrects its speaker (`_is_correction`)
+        self._correction = np.zeros(0, dtype=bool)  # (rows,) the turn corrects its speaker (`is_correction`)
         self._corrected_by: dict[int, list[int]] = {}  # row -> the later turns that correct it, in order
         self._flat: tuple | None = None  # (topic index, its version, live rows, FAISS index) of flat mode
         self._ts = np.zeros(0)
@@ -421,16 +426,16 @@ class Memory:
         spk = [-1 if s is None else self._speaker_of.setdefault(s, len(self._speaker_of)) for s in rows["speaker"]]
         self._speaker = np.concatenate([self._speaker, np.array(spk, dtype=np.int32)])
         if self._words is not None:  # built already: rows caught up from the log, which have texts
-            words = [_words(t) for t in rows["text"]]
+            words = [content_words(t) for t in rows["text"]]
             self._words += words
-            self._people += [_people(t) for t in rows["text"]]
+            self._people += [named_people(t) for t in rows["text"]]
             for w in words:
                 self._df.update(w)
         if "question" in rows:
             questions, corrections = rows["question"], rows["correction"]
         else:
-            questions = [_is_question(t) for t in rows["text"]]
-            corrections = [_corrects(t, s is not None) for t, s in zip(rows["text"], rows["speaker"])]
+            questions = [is_question(t) for t in rows["text"]]
+            corrections = [corrects(t, s is not None) for t, s in zip(rows["text"], rows["speaker"])]
         self._question = np.concatenate([self._question, np.asarray(questions, dtype=np.float32)])
         corrections = np.asarray(corrections, dtype=bool)
         self._correction = np.concatenate([self._correction, corrections])
@@ -476,10 +481,10 @@ class Memory:
         """A row's text changed (an update): its words, question flag and correction link follow."""
         if self._words is not None:
             self._df.subtract(self._words[row])
-            self._words[row], self._people[row] = _words(text), _people(text)
+            self._words[row], self._people[row] = content_words(text), named_people(text)
             self._df.update(self._words[row])
-        self._question[row] = float(_is_question(text))
-        was, self._correction[row] = self._correction[row], _corrects(text, self._speaker[row] >= 0)
+        self._question[row] = float(is_question(text))
+        was, self._correction[row] = self._correction[row], corrects(text, self._speaker[row] >= 0)
         if self._correction[row] and not was:  # now a correction: link it as a write would have
             self._link_correction(row, session)
 
@@ -832,11 +837,11 @@ class Memory:
             out[i] = self._mix(content[i], earlier, m)
             if r["session"] is not None and m:
                 if r["session"] not in lines:
-                    lines[r["session"]] = [_turn_line(t) for t in self.store.session_turns(
+                    lines[r["session"]] = [turn_line(t) for t in self.store.session_turns(
                         self.user_id, r["session"], 2**62, m, 0)]
                 if r["speaker"] is not None:
-                    windows[i] = _turn_window(lines[r["session"]], r, m)
-                lines[r["session"]].append(_turn_line(r))
+                    windows[i] = turn_window(lines[r["session"]], r, m)
+                lines[r["session"]].append(turn_line(r))
         if windows:
             for i, v in zip(windows, self.embedder.encode(list(windows.values())).numpy()):
                 out[i] = v
@@ -926,8 +931,8 @@ class Memory:
             m = self.config.context_turns
             if row.speaker is not None and row.session is not None and m:  # see `_context_points`
                 seq = self.store.memory_row(self.user_id, row.id)["seq"]
-                before = [_turn_line(t) for t in self.store.session_turns(self.user_id, row.session, seq, m, 0)]
-                window = _turn_window(before, {"text": text, "speaker": row.speaker}, m)
+                before = [turn_line(t) for t in self.store.session_turns(self.user_id, row.session, seq, m, 0)]
+                window = turn_window(before, {"text": text, "speaker": row.speaker}, m)
                 context = self.embedder.encode([window]).numpy()
             else:
                 context = self._mix(content[0], self._session_contents(row.session, before=i), m)[None]
@@ -1054,7 +1059,7 @@ class Memory:
         """BM25 of every row for the query's content words (0 where nothing matched), scaled so the
         best match scores 1, and the rows that matched, best first. Names of speakers are left to
         the speaker channel."""
-        names = {w for n in named.values() for w in _words(n, 1)}
+        names = {w for n in named.values() for w in content_words(n, 1)}
         terms = [w for w in dict.fromkeys(re.findall(r"[^\W_]+", fold(query)))
                  if len(w) > 1 and w not in STOPWORDS and w not in names]
         scores = np.zeros(len(self._ids), dtype=np.float32)
@@ -1085,8 +1090,8 @@ class Memory:
         """The name words of whoever the query asks about: its speakers' whole names, and every
         capitalised word after the first ("Where does Gustav Garcia live?" asks about "gustav" and
         "garcia")."""
-        words = {w for sp in named for w in _words(sp, 1)}
-        words.update(fold(m.group(1)) for m in _NAME_WORD.finditer(query)
+        words = {w for sp in named for w in content_words(sp, 1)}
+        words.update(fold(m.group(1)) for m in NAME_WORD.finditer(query)
                      if m.start() > 0 and m.group(1)[0].isupper())
         return frozenset(words) - STOPWORDS
 
@@ -1128,7 +1133,7 @@ class Memory:
             for r in self.store.memory_rows(self.user_id):
                 row = self._row_of.get(r["id"])
                 if row is not None and self._index["topic"].alive[row]:
-                    words[row], people[row] = _words(r["text"]), _people(r["text"])
+                    words[row], people[row] = content_words(r["text"]), named_people(r["text"])
                     df.update(words[row])
             self._words, self._df, self._people = words, df, people
         return self._words, self._df
@@ -1343,7 +1348,7 @@ class Memory:
                 window.insert(sum(t["seq"] < rec["seq"] for t in window), rec)
             turns = [t for t in window if t["id"] not in shown]
             shown.update(t["id"] for t in turns)
-            out.append(("\n  ".join(_turn_line(t) for t in turns), True, rec["ts"]))
+            out.append(("\n  ".join(turn_line(t) for t in turns), True, rec["ts"]))
         return out
 
     @property
@@ -1365,7 +1370,7 @@ class Memory:
     def _full_prompt(self, query: str, budget: int, now: float) -> tuple[list[int], list[float] | None, bool]:
         """Every memory in write order, left-truncated (oldest dropped) to the token budget."""
         rows = self.store.memory_rows(self.user_id)
-        texts = [_turn_line(r) for r in rows]
+        texts = [turn_line(r) for r in rows]
         dialogue = any(r["speaker"] is not None for r in rows)
         room = budget - len(self.backbone.chat_ids(_with_facts(query, [], dialogue), system=self.config.system_prompt))
         kept = 0
@@ -1474,8 +1479,8 @@ class Memory:
                 raise StoreCorrupted(f"the snapshot holds memory {m!r}, which is not stored and has no delete since")
             same = (r["ts"] == snap.ts[i] and r["session"] == snap.columns["session"][i]
                     and r["speaker"] == snap.columns["speaker"][i]
-                    and bool(_is_question(r["text"])) == bool(snap.question[i])
-                    and _corrects(r["text"], r["speaker"] is not None) == bool(snap.correction[i]))
+                    and bool(is_question(r["text"])) == bool(snap.question[i])
+                    and corrects(r["text"], r["speaker"] is not None) == bool(snap.correction[i]))
             for f in SNAPSHOT_FIELDS:
                 versions, blocks = snap.vectors[f]
                 v, a = codes[f][m]
@@ -1549,85 +1554,6 @@ def _token_times(starts: list[int], blocks: list[tuple[int, int, float]]) -> lis
         shift = 0.0 if c >= end else blocks[max(bisect.bisect_right(firsts, c) - 1, 0)][2]
         times.append(i + shift)
     return times
-
-
-def _words(text: str, min_len: int = 3) -> frozenset[str]:
-    """The content words of a text: folded, stopwords and short words left out."""
-    return frozenset(w for w in re.findall(r"[^\W_]+", fold(text)) if len(w) >= min_len and w not in STOPWORDS)
-
-
-_NAME_WORD = re.compile(r"(?<![\w'’])([^\W\d_][\w-]*)")  # a word not inside another ("Nils" of "Nils's")
-_TOKEN = re.compile(r"[^\W\d_][\w'’-]*|\S")
-_POSSESSIVE = re.compile(r"([^\W\d_][\w-]*?)(['’]s)?")
-_CONTRACTED = STOPWORDS | {"let"}  # "That's", "How's", "Let's": not possessives
-_PRONOUN_I = frozenset({"I", "I'm", "I've", "I'd", "I'll", "I’m", "I’ve", "I’d", "I’ll"})
-# words after a run of capitalised words that do not make it a clause's subject ("... to New York on")
-_NOT_A_VERB = frozenset("""a about above across after again against along among an and around as at before behind
-below beside between beyond but by during for from in into last near next nor of off on onto or out over past since
-so than the then this through till to toward towards under until up upon via when where while with within without
-yet""".split())
-
-
-def _people(text: str) -> frozenset[tuple[str, ...]]:
-    """The people a text names as whose something is or who does something, as folded word
-    tuples: a capitalised possessive ("Gustav Garcia's car", "my sister Anna's dog") or two or
-    more capitalised words that are a clause's subject ("Jorge Costa is an optician", "I heard
-    that Olga Iqbal adopted a puppy"). A surface rule, not a parser: "New York is lovely" counts,
-    "moved to New York" and "rereading Wolf Hall for the fifth time" do not, and neither does a
-    name at the end of a sentence ("nothing beats ramen for Ida Adler")."""
-    out = set()
-    for sentence in re.split(r"(?<=[.!?])\s+|\n", text):
-        run: list[str] = []
-        for t in [*_TOKEN.findall(sentence), "."]:
-            m = _POSSESSIVE.fullmatch(t)
-            if m and t[0].isupper() and t not in _PRONOUN_I:
-                run.append(m.group(1))
-                if m.group(2):  # "Ana's", but not "That's" or "How's"
-                    if len(run) > 1 or fold(run[0]) not in _CONTRACTED:
-                        out.add(tuple(fold(w) for w in run))
-                    run = []
-                continue
-            if len(run) >= 2 and t[0].islower() and t.lower() not in _NOT_A_VERB:
-                out.add(tuple(fold(w) for w in run))
-            run = []
-    return frozenset(out)
-
-
-# A turn that takes back what its speaker just said. Phrases anywhere in the turn, or openers at
-# its start; "sorry" and "actually" alone are not enough ("sorry to hear that", "actually I love it").
-# Matched against the lower-cased text: IGNORECASE made the rule twice as slow.
-_CORRECTION = re.compile(
-    r"\b(?:i meant(?! to\b)|i mean,|i misspoke|i (?:said|got) (?:that|it) wrong|i (?:mixed|got) (?:it|them|that) (?:up|mixed up)"
-    r"|i was wrong|correction|correcting myself|to correct myself|let me correct|scratch that|strike that"
-    r"|my mistake|my bad|not what i said|i said .{1,40}? but i meant|that was wrong|that's wrong|typo)\b"
-    r"|^\W*(?:oops|whoops|oh wait|wait,? no|wait,? sorry|no wait|sorry,? (?:i|it'?s|it was|no)\b"
-    r"|actually,? no\b|actually,? (?:it'?s|it was|i meant)\b|err?m?,? (?:no|i mean))")
-CORRECTION_REACH = 4  # a correction takes back its speaker's latest statement among the turns this close before it
-
-
-def _is_correction(text: str) -> bool:
-    """Whether a turn corrects what its speaker said just before ("oops, I meant figs",
-    "correction: it was Tuesday"). A surface rule over common English phrasings."""
-    return _CORRECTION.search(text.lower().replace("’", "'")) is not None
-
-
-def _corrects(text: str, has_speaker: bool) -> bool:
-    """Whether a memory corrects its speaker's earlier statement. Only a turn with a speaker can, so
-    a fact store's rows skip the rule (and its 10^5 regex passes on a reopen)."""
-    return bool(has_speaker) and _is_correction(text)
-
-
-def _is_question(text: str) -> bool:
-    return text.rstrip().endswith("?")
-
-
-def _turn_line(row: dict) -> str:
-    return row["text"] if row.get("speaker") is None else f"{row['speaker']}: {row['text']}"
-
-
-def _turn_window(earlier: list[str], row: dict, m: int) -> str:
-    """The text a dialogue turn's context point encodes: its `m` previous lines, then its own."""
-    return "\n".join([*earlier[-m:], _turn_line(row)])
 
 
 def _check_encodable(text: str, what: str) -> None:

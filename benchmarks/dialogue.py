@@ -94,10 +94,10 @@ def _setting(text: str) -> tuple[str, list]:
 
 
 def corrections(args) -> dict:
-    """How the correction detector (`ams.memory._is_correction`) marks the generator's corrections
+    """How the correction detector (`ams.turns.is_correction`) marks the generator's corrections
     (its CORRECT templates) and every other turn."""
     from ams.bench.dialogue import CORRECT
-    from ams.memory import _is_correction
+    from ams.turns import is_correction
 
     openers = tuple(t.split("{v}")[0].lower() for t in CORRECT)
     counts = {kind: {"turns": 0, "flagged": 0} for kind in ("correction", "other")}
@@ -107,7 +107,7 @@ def corrections(args) -> dict:
             for f in session.facts:
                 kind = "correction" if f.text.lower().startswith(openers) else "other"
                 counts[kind]["turns"] += 1
-                counts[kind]["flagged"] += _is_correction(f.text)
+                counts[kind]["flagged"] += is_correction(f.text)
     for kind, c in counts.items():
         print(f"{kind:<10} {c['flagged']:>5} of {c['turns']:>5} turns read as corrections")
     return {"benchmark": "dialogue-corrections", "split": args.split, "seeds": args.seeds, "n": args.n,
@@ -115,10 +115,10 @@ def corrections(args) -> dict:
 
 
 def people(args) -> dict:
-    """How the people channel's detector (`ams.memory._people`) marks each kind of turn: the gold
+    """How the people channel's detector (`ams.turns.named_people`) marks each kind of turn: the gold
     turns, the asides about other people (the generator's ASIDE templates) and everything else."""
     from ams.bench.dialogue import ASIDE
-    from ams.memory import _people
+    from ams.turns import named_people
 
     openers = tuple(t.split("{f}")[0].lower() for t in ASIDE)
     counts = {kind: {"turns": 0, "flagged": 0} for kind in ("gold", "aside", "other")}
@@ -129,7 +129,7 @@ def people(args) -> dict:
             for f in session.facts:
                 kind = "gold" if f.id in gold else "aside" if f.text.lower().startswith(openers) else "other"
                 counts[kind]["turns"] += 1
-                counts[kind]["flagged"] += bool(_people(f.text))
+                counts[kind]["flagged"] += bool(named_people(f.text))
     for kind, c in counts.items():
         print(f"{kind:<6} {c['flagged']:>5} of {c['turns']:>5} turns name someone as possessor or subject")
     return {"benchmark": "dialogue-people", "split": args.split, "seeds": args.seeds, "n": args.n, "counts": counts}

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from scale import facts_and_questions
 
-from ams.memory import STOPWORDS
 from ams.session import fold
 from ams.store import Store
+from ams.turns import STOPWORDS
 
 JOINED = ("SELECT m.id, -bm25(memories_fts) AS s FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid"
           " WHERE memories_fts MATCH ? AND m.user_id = ? ORDER BY s DESC, m.seq LIMIT ?")

@@ -51,6 +51,7 @@ import torch
 
 import ams
 from ams.bench.synthetic import generate_session
+from ams.bench.tiny import tiny_llama
 from ams.retrieval import FlatIndex, fuse
 
 
@@ -96,25 +97,39 @@ def retrieval(mem: ams.Memory, questions: list[str], now: float) -> dict:
             "search_end_to_end": pct(e2e)}
 
 
-def store_mode(n: int, backbone: str, batch: int, pq_early: bool) -> dict:
+def rss_mb() -> float:
+    """The process's resident memory now (not its peak), MB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def store_mode(n: int, backbone: str, batch: int, pq_early: bool, store: Path | None = None) -> dict:
     items, questions = facts_and_questions(n)
-    path = Path(tempfile.mkdtemp()) / "scale.db"
-    out: dict = {"n": n, "backbone": backbone, "batch": batch, "pq_early": pq_early, "retrain_batches": []}
+    path = store or Path(tempfile.mkdtemp()) / "scale.db"
+    bb = tiny_llama(path.parent / "tiny-backbone") if backbone == "tiny" else backbone
+    out: dict = {"n": n, "backbone": backbone, "batch": batch, "pq_early": pq_early, "retrain_batches": [], "batches": []}
     config = ams.MemoryConfig(kakeya=ams.KakeyaConfig(min_entries=1024, pq_min_train=1024)) if pq_early else None
-    with ams.Memory.open(path, backbone=backbone, config=config) as mem:
-        mem.write_many(items[:8])  # load the models before the clock starts
-        times, codecs = [], len(mem.store.codecs())
+    with ams.Memory.open(path, backbone=bb, config=config) as mem:
+        if len(mem) == 0:
+            mem.write_many(items[:8])  # load the models before the clock starts
+        start = out["grown_from"] = len(mem)
+        times, codecs = [], {(s, v) for s, v, *_ in mem.store.codecs()}
         t0 = time.time()
-        for i in range(8, n, batch):
+        for i in range(start, n, batch):
             t = time.perf_counter()
             mem.write_many(items[i : i + batch])
             times.append(time.perf_counter() - t)
-            if len(mem.store.codecs()) != codecs:
-                codecs = len(mem.store.codecs())
-                out["retrain_batches"].append({"memories": min(i + batch, n), "seconds": round(times[-1], 2)})
-            print(f"{min(i + batch, n)}/{n} memories, {batch / times[-1]:.1f}/s", flush=True)
+            done = min(i + batch, n)
+            trained = {(s, v) for s, v, *_ in mem.store.codecs()} - codecs
+            if trained:
+                codecs |= trained
+                out["retrain_batches"].append({"memories": done, "seconds": round(times[-1], 2),
+                                               "sets": sorted(s for s, _ in trained)})
+            if trained or len(times) % 10 == 0 or done == n:
+                out["batches"].append({"memories": done, "seconds": round(times[-1], 2), "rss_mb": round(rss_mb())})
+            print(f"{done}/{n} memories, {(done - i) / times[-1]:.1f}/s, rss {rss_mb():.0f} MB", flush=True)
         wall = time.time() - t0
-        out["write_memories_per_s"] = round((n - 8) / wall, 2)
+        out["write_memories_per_s"] = round((n - start) / wall, 2)
         out["write_median_batch_s"] = round(float(np.median(times)), 2)
         db = mem.store.db
         out["bytes_per_memory"] = {
@@ -128,11 +143,12 @@ def store_mode(n: int, backbone: str, batch: int, pq_early: bool) -> dict:
         now = items[-1]["ts"] + 86400
         torch.set_num_threads(1)
         out["retrieval"] = retrieval(mem, questions[:200], now)
-    out["file_bytes_per_memory"] = (path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob("scale.db-*"))) / n
-    t = time.perf_counter()
-    with ams.Memory.open(path, backbone=backbone) as mem:
-        mem.search(questions[0], k=5, now=now)
-        out["reopen_to_first_search_s"] = round(time.perf_counter() - t, 3)
+    out["file_bytes_per_memory"] = (path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob(path.name + "-*"))) / n
+    for how in ("reopen_to_first_search_s", "reopen_from_snapshot_to_first_search_s"):
+        t = time.perf_counter()  # the first open reads the rows (and stores a snapshot past 10^4)
+        with ams.Memory.open(path, backbone=bb) as mem:
+            mem.search(questions[0], k=5, now=now)
+            out[how] = round(time.perf_counter() - t, 3)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
 
@@ -261,7 +277,9 @@ def index_mode(n: int, tile: int = 1, with_tree: bool = True) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, required=True)
-    ap.add_argument("--backbone", default="smollm2-135m-instruct")
+    ap.add_argument("--backbone", default="smollm2-135m-instruct",
+                    help="a backbone name or directory, or 'tiny': a 2-layer, 64-wide random Llama (beside the store)")
+    ap.add_argument("--store", type=Path, help="store mode: grow (or create) the store at this path up to N")
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--index-only", action="store_true")
     ap.add_argument("--pq-early", action="store_true")
@@ -272,12 +290,13 @@ def main() -> None:
         ap.error("--tile and --no-tree go with --index-only")
     t = time.time()
     out = (index_mode(args.n, args.tile, not args.no_tree) if args.index_only
-           else store_mode(args.n, args.backbone, args.batch, args.pq_early))
+           else store_mode(args.n, args.backbone, args.batch, args.pq_early, args.store))
     env = [f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS") if k in os.environ]
     out["command"] = " ".join(env + ["python benchmarks/scale.py"]) + " " + " ".join(
         f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in vars(args).items() if v is not False)
     out["wall_s"] = round(time.time() - t, 1)
     tag = ("_index" + (f"_tile{args.tile}" if args.tile > 1 else "")) if args.index_only else "_pq" if args.pq_early else ""
+    tag += "_tiny" if args.backbone == "tiny" and not args.index_only else ""
     path = Path("benchmarks/results") / f"scale_{args.n}{tag}.json"
     path.write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))

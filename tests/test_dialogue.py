@@ -207,7 +207,7 @@ class TestRetrieval:
         ("Zoë Çelik's café is open", {("zoe", "celik")}),
     ])
     def test_people_a_turn_names(self, text, people):
-        from ams.memory import _people
+        from ams.turns import named_people as _people
 
         assert _people(text) == people
 
@@ -270,7 +270,7 @@ class TestRetrieval:
         ("I mean it, that was great", False), ("wait for me!", False), ("what do you mean?", False),
     ])
     def test_corrections_a_turn_is(self, text, is_correction):
-        from ams.memory import _is_correction
+        from ams.turns import is_correction as _is_correction
 
         assert _is_correction(text) == is_correction
 

@@ -225,18 +225,19 @@ class Memory:
 
     @staticmethod
     def _bind(store: Store, bb: HFBackbone, config: MemoryConfig | None) -> MemoryConfig:
-        """Record the backbone and config in a new store; check them against an existing one."""
-        with store.write():  # two processes may create the store at once: the first one binds it
-            ident, stored_cfg = store.get_meta("backbone_identity"), store.get_meta("config")
-            if ident is None:
-                config = config or MemoryConfig()
-                store.set_meta("backbone_identity", bb.identity)
-                store.set_meta("backbone_name", bb.name)
-                store.set_meta("embedder", config.embedder)
-                store.set_meta("config", config.model_dump_json())
-                store.set_meta("created_at", repr(time.time()))
-                store.set_meta("created_by", f"ams {__version__}")
-                return config
+        """Record the backbone and config in a new store; check them against an existing one
+        (read, not locked: opening a bound store does not wait for another process's writes)."""
+        ident, stored_cfg = store.get_meta("backbone_identity"), store.get_meta("config")
+        if ident is None:
+            with store.write():  # two processes may create the store at once: the first one binds it
+                ident, stored_cfg = store.get_meta("backbone_identity"), store.get_meta("config")
+                if ident is None:
+                    config = config or MemoryConfig()
+                    for key, value in (("backbone_identity", bb.identity), ("backbone_name", bb.name),
+                                       ("embedder", config.embedder), ("config", config.model_dump_json()),
+                                       ("created_at", repr(time.time())), ("created_by", f"ams {__version__}")):
+                        store.set_meta(key, value)
+                    return config
         if ident != bb.identity:
             raise StoreMismatch(
                 f"store was written with backbone {store.get_meta('backbone_name')!r} "

@@ -120,15 +120,17 @@ class DirectionTree:
         return self.order[_ranges(self.row_lo[leaf], self.row_hi[leaf])]
 
 
-def _grown(a: np.ndarray, n: int, fill: int = 0) -> np.ndarray:
+def _grown(a: np.ndarray, n: int, fill: int | None = 0) -> np.ndarray:
     """`a`, or a copy with room for at least `n` entries along its first axis: at least double
     the capacity (n single appends then copy O(n) in all, not O(n^2); a first bulk add into an
-    empty array gets exactly `n`), the new entries set to `fill`."""
+    empty array gets exactly `n`), the new entries set to `fill`, or left unwritten with None
+    (their pages are then not touched, so not resident, until rows are written there)."""
     if n <= len(a):
         return a
     out = np.empty((max(n, 2 * len(a)), *a.shape[1:]), dtype=a.dtype)  # written once, not filled first
     out[: len(a)] = a
-    out[len(a) :] = fill
+    if fill is not None:
+        out[len(a) :] = fill
     return out
 
 
@@ -315,7 +317,7 @@ class BundleIndex:
         if not copy and not len(self._x) and x.flags.c_contiguous and x.flags.writeable:
             self._x = x
         else:
-            self._x = _grown(self._x, need)
+            self._x = _grown(self._x, need, fill=None)  # rows past `_n` are never read
             self._x[self._n : need] = x
         self._alive = _grown(self._alive, need)
         self._alive[self._n : need] = True

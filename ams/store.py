@@ -318,6 +318,11 @@ class Store:
 
     # -- schema ---------------------------------------------------------------------------------
     def _migrate(self) -> None:
+        """Bring the file to this library's schema. A store already there is only read, so an
+        open never waits for another process's write lock; a new store, or one a step behind,
+        takes the lock and looks again under it."""
+        if self._schema_current():
+            return
         with self.write():
             self.db.execute(
                 "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
@@ -332,6 +337,20 @@ class Store:
                     self.db.execute("INSERT INTO migrations VALUES (?, ?)", [name, time.time()])
             if self.get_meta("format") is None and not done:
                 self.set_meta("format", FORMAT)
+
+    def _schema_current(self) -> bool:
+        """Whether every migration this library knows is applied (and no other): read, not locked.
+
+        Raises:
+            SchemaTooNew: the store has migrations this library does not know.
+        """
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'").fetchone():
+            return False
+        done = {r[0] for r in self.db.execute("SELECT name FROM migrations")}
+        known = {name for name, _ in MIGRATIONS}
+        if done - known:
+            raise SchemaTooNew(f"store has migrations this library does not know: {sorted(done - known)}")
+        return done == known and self.get_meta("format") is not None
 
     @property
     def schema_version(self) -> int:

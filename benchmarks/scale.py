@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/scale.py --n 10000 [--backbone smollm2-135m-instruct] [--batch 500]
     .venv/bin/python benchmarks/scale.py --n 100000 --index-only
+    .venv/bin/python benchmarks/scale.py --n 1000000 --backbone tiny --batch 2000 --store PATH
 
 Store mode builds a real store with `Memory.write_many` (batches of --batch) from the synthetic
 generator's train-split facts (sessions of 10,000 facts, several seeds, one session id per day),
@@ -13,8 +14,15 @@ then measures (torch is set to one thread for the retrieval part; numpy's BLAS k
   the exact 10th count: duplicate memories have identical keys), for the generator's questions;
   end-to-end `Memory.search` p50 (query embedding included);
 - bytes per memory: vector data by coded/raw, text, and the whole SQLite file;
-- reopen: `Memory.open` plus the first answered `search` (models already loaded in the process);
+- reopen: `Memory.open` plus the first answered `search` (models already loaded in the process),
+  twice: the first reads the rows (and stores a snapshot past 10^4 memories), the second opens
+  from that snapshot;
 - peak RSS of the process.
+--store grows the store at PATH (or creates it) up to N: facts already in it are the generator's
+first ones, so a store built by `benchmarks/reopen.py` can be carried on from. --backbone tiny
+writes with the 2-layer, 64-wide random Llama that `reopen.py` uses (kept beside the store):
+retrieval keys are MiniLM's either way, and SmolLM2 would take about six hours to encode 10^6
+memories here. Every tenth batch records its time and the process's resident memory.
 --pq-early codes every vector with the PQ residual from 1,024 vectors on (`min_entries` =
 `pq_min_train` = 1024), which is the regime a default store reaches past about 10,000 memories
 (its sets then train on at least 4,096 vectors, and the first PQ version re-codes every earlier row):

@@ -17,6 +17,7 @@ import pytest
 
 import ams
 from tests import _workers
+from tests.conftest import FACTS
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +125,23 @@ def test_a_handle_reloads_when_another_process_trains_the_codecs(store_path, tin
         assert b.search("place 17 with friend 3", k=1)[0].text.startswith("Memory 17:")
         b.write_many([f"Later {i}: a trip to town {i}." for i in range(40)])  # b trains the next sets
         assert a.verify()["codec_sets"] == b.verify()["codec_sets"]
+
+
+def test_a_store_opens_and_answers_while_another_process_holds_the_write_lock(store_path, tiny_backbone_dir):
+    """Opening a store that is already bound and migrated only reads it: it does not wait for a
+    writer (a long batch in another process) and answers from what is committed."""
+    with ams.Memory.open(store_path, backbone=tiny_backbone_dir) as mem:
+        mem.write_many(FACTS)
+    other = sqlite3.connect(store_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:  # the lock is never released: an open that waited for it would raise StoreBusy
+        with ams.Memory.open(store_path, backbone=tiny_backbone_dir, busy_timeout=0.2) as mem:
+            assert len(mem) == len(FACTS) and mem.search(FACTS[1], k=1)[0].text == FACTS[1]
+            with pytest.raises(ams.StoreBusy):  # a write still waits for the lock, then gives up
+                mem.write("I also keep bees.")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
 
 
 def test_a_writer_that_cannot_get_the_lock_gets_store_busy_and_writes_nothing(store_path, tiny_backbone_dir):

@@ -749,7 +749,7 @@ class Memory:
         (every user's): all of its fields' stored vectors while they number at most `max_train`,
         else those of a seeded sample of memories, looked up by write order. A retrain then reads
         about `max_train` vectors however large the store: reading all of them held the write lock
-        5.5 s and took 615 MB for the 2 x 10^5 sentence vectors of a 10^5 store
+        4.6 s and took 615 MB for the 2 x 10^5 sentence vectors of a 10^5 store
         (benchmarks/retrain.py)."""
         alive = self.store.count()
         held, limit = alive * len(fields), self.registry.cfg.max_train

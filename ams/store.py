@@ -321,16 +321,15 @@ class Store:
         """Bring the file to this library's schema. A store already there is only read, so an
         open never waits for another process's write lock; a new store, or one a step behind,
         takes the lock and looks again under it."""
-        if self._schema_current():
+        has_table = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'"
+        if self.db.execute(has_table).fetchone() and len(self._applied()) == len(MIGRATIONS) \
+                and self.get_meta("format") is not None:
             return
         with self.write():
             self.db.execute(
                 "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
             )
-            done = {r[0] for r in self.db.execute("SELECT name FROM migrations")}
-            known = [name for name, _ in MIGRATIONS]
-            if done - set(known):
-                raise SchemaTooNew(f"store has migrations this library does not know: {sorted(done - set(known))}")
+            done = self._applied()
             for name, fn in MIGRATIONS:
                 if name not in done:
                     fn(self.db)
@@ -338,19 +337,17 @@ class Store:
             if self.get_meta("format") is None and not done:
                 self.set_meta("format", FORMAT)
 
-    def _schema_current(self) -> bool:
-        """Whether every migration this library knows is applied (and no other): read, not locked.
+    def _applied(self) -> set[str]:
+        """The migrations applied to the file, all of them known to this library.
 
         Raises:
             SchemaTooNew: the store has migrations this library does not know.
         """
-        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'").fetchone():
-            return False
         done = {r[0] for r in self.db.execute("SELECT name FROM migrations")}
-        known = {name for name, _ in MIGRATIONS}
-        if done - known:
-            raise SchemaTooNew(f"store has migrations this library does not know: {sorted(done - known)}")
-        return done == known and self.get_meta("format") is not None
+        unknown = done - {name for name, _ in MIGRATIONS}
+        if unknown:
+            raise SchemaTooNew(f"store has migrations this library does not know: {sorted(unknown)}")
+        return done
 
     @property
     def schema_version(self) -> int:

@@ -1272,7 +1272,8 @@ class Memory:
             rows = self._retrieve_flat(points, k)
         elif mode in ("prefix", "text", "hybrid"):
             rows, fused, _ = self._retrieve(points, k, query, now, named)
-            rows = _gate(rows, fused, self.config.retrieval.relative_gate)
+            rc = self.config.retrieval
+            rows = _gate(rows, fused, rc.dialogue_relative_gate if self._speaker_of else rc.relative_gate)
         inputs = self._prefix_inputs(query, points, rows, now) if mode in ("prefix", "hybrid") and rows else None
         prefix = None if inputs is None else self._prefix(inputs)
         retrieve_ms = (time.perf_counter() - t0) * 1000

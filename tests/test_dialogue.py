@@ -274,9 +274,14 @@ class TestRetrieval:
 
         assert _is_correction(text) == is_correction
 
+def _retrieval(**settings) -> ams.MemoryConfig:
+    base = ams.MemoryConfig()
+    return base.model_copy(update={"retrieval": base.retrieval.model_copy(update=settings)})
+
+
 class TestAnswerContext:
     def test_a_turn_is_shown_with_its_neighbours_once(self, store_path, tiny_backbone_dir):
-        with ams.Memory.open(store_path, backbone=tiny_backbone_dir) as mem:
+        with ams.Memory.open(store_path, backbone=tiny_backbone_dir, config=_retrieval(neighbour_turns=1)) as mem:
             ids = mem.add_messages(CHAT)
             rows = [mem._row_of[ids[3]], mem._row_of[ids[2]]]
             (block, dialogue, ts), = mem._blocks(rows)  # the second turn is inside the first one's window
@@ -284,12 +289,33 @@ class TestAnswerContext:
             assert dialogue and block.split("\n  ") == [
                 "Ben: no way! what did you name the puppy?", "Ana: we went with Mochi in the end",
                 "Ben: cute. my cat Pixel will not be pleased"]
-        one = ams.MemoryConfig().model_copy(update={"retrieval": ams.MemoryConfig().retrieval.model_copy(
-            update={"neighbour_turns": 0})})
-        with ams.Memory.open(store_path, backbone=tiny_backbone_dir, config=one) as mem:
+        with ams.Memory.open(store_path, backbone=tiny_backbone_dir, config=_retrieval()) as mem:  # the default: alone
             assert [b[:2] for b in mem._blocks([mem._row_of[ids[3]]])] == [("Ana: we went with Mochi in the end", True)]
             fact = mem.write("A plain fact.", ts=1_767_225_600)
             assert mem._blocks([len(ids)]) == [("A plain fact.", False, 1_767_225_600)] and mem.get(fact).ts == 1_767_225_600
+
+    def test_a_dialogue_store_shows_the_reader_its_best_turn_only(self, tmp_path, tiny_backbone_dir):
+        """`dialogue_relative_gate` (1 by default) rules a store that holds dialogue turns, and
+        `relative_gate` a fact store; `k` memories are retrieved either way."""
+        from ams.memory import _with_facts
+        from ams.turns import turn_line
+
+        q = "What is the name of Ana's puppy?"
+        keep_all = _retrieval(relative_gate=0.0)
+        with ams.Memory.open(tmp_path / "chat.db", backbone=tiny_backbone_dir, config=keep_all) as mem:
+            mem.add_messages(CHAT)
+            best = mem.search(q, k=3)
+            g = mem.generate(q, mode="text", k=3, max_new_tokens=2)
+            assert len(best) == 3 and best[0].score > best[1].score
+            assert g.memory_ids == [best[0].id]  # the best turn, alone in the prompt
+            alone = _with_facts(q, [turn_line(mem.store.memory_row(mem.user_id, best[0].id))], dialogue=True)
+            assert g.in_tokens == len(mem.backbone.chat_ids(alone, system=mem.config.system_prompt))
+        every_turn = _retrieval(relative_gate=0.0, dialogue_relative_gate=0.0)
+        with ams.Memory.open(tmp_path / "chat.db", backbone=tiny_backbone_dir, config=every_turn) as mem:
+            assert mem.generate(q, mode="text", k=3, max_new_tokens=2).memory_ids == [h.id for h in best]
+        with ams.Memory.open(tmp_path / "facts.db", backbone=tiny_backbone_dir, config=keep_all) as mem:
+            mem.write_many([m["content"] for m in CHAT])  # the same texts, no speakers: a fact store
+            assert len(mem.generate(q, mode="text", k=3, max_new_tokens=2).memory_ids) == 3
 
     def test_generate_answers_from_a_transcript(self, fresh_store):
         fresh_store.add_messages(CHAT)

@@ -1173,7 +1173,9 @@ class Memory:
             mode: "full" (every memory in the prompt), "prefix" (prefix embeddings only), "flat"
                 (top-k by FAISS exact cosine, as text), "text" (top-k by AMS retrieval, as text),
                 "hybrid" (AMS text and prefix), or "none". None takes `default_mode`.
-            k: memories retrieved (all modes but full and none).
+            k: memories retrieved (all modes but full and none). The prompt leaves out those
+                scoring below `relative_gate` times the best (`dialogue_relative_gate`, by default the
+                best alone, in a store that holds dialogue turns).
             max_new_tokens: the most tokens generated (greedy).
             session: the asking conversation (shapes retrieval's context query).
             memory_ids: use exactly these memories (in this order) instead of retrieving; for

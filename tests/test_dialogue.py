@@ -26,6 +26,12 @@ CHAT = [
 ]
 
 
+def _retrieval(**settings) -> ams.MemoryConfig:
+    """The default config with these retrieval settings."""
+    base = ams.MemoryConfig()
+    return base.model_copy(update={"retrieval": base.retrieval.model_copy(update=settings)})
+
+
 def _words(mem, user, *terms):
     return {mem.get(m).text for m, _ in mem.store.lexical(user, list(terms), 10)}
 
@@ -273,10 +279,6 @@ class TestRetrieval:
         from ams.turns import is_correction as _is_correction
 
         assert _is_correction(text) == is_correction
-
-def _retrieval(**settings) -> ams.MemoryConfig:
-    base = ams.MemoryConfig()
-    return base.model_copy(update={"retrieval": base.retrieval.model_copy(update=settings)})
 
 
 class TestAnswerContext:

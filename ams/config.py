@@ -164,6 +164,14 @@ class RetrievalConfig(_Frozen):
         "90 questions with gate 0.8 and 44 with 1 (BENCHMARKS.md, Conversations).",
     )
 
+    def for_store(self, dialogue: bool) -> RetrievalConfig:
+        """The settings a store uses: in one that holds dialogue turns, each `dialogue_*` value
+        takes the place of its fact-store counterpart."""
+        if not dialogue:
+            return self
+        return self.model_copy(update={"candidates": self.dialogue_candidates, "lexical_weight":
+                                       self.dialogue_lexical_weight, "relative_gate": self.dialogue_relative_gate})
+
 
 class PrefixConfig(_Frozen):
     slots: int = Field(4, ge=1, le=64, description="Prefix slots L_mem injected before the prompt.")

@@ -1025,14 +1025,13 @@ class Memory:
         n = len(self._index["topic"])
         if n == 0:
             return [], np.zeros(0), {b: np.zeros(0) for b in BUNDLES}
-        rc = self.config.retrieval
+        rc = self.config.retrieval.for_store(bool(self._speaker_of))
         weights = {"topic": rc.topic_weight, "context": rc.context_weight, "temporal": rc.temporal_weight}
-        candidates = max(rc.dialogue_candidates if self._speaker_of else rc.candidates, k)
-        lexical_weight = rc.dialogue_lexical_weight if self._speaker_of else rc.lexical_weight
+        candidates = max(rc.candidates, k)
         extra, propose = {}, None
-        if lexical_weight > 0:
+        if rc.lexical_weight > 0:
             lexical, propose = self._lexical(query, candidates, named)
-            extra["lexical"] = (lexical, lexical_weight)
+            extra["lexical"] = (lexical, rc.lexical_weight)
         # the channels below are scored on the candidate pool only: O(pool), not O(store)
         if self._speaker_of:
             ids = [self._speaker_of[sp] for sp in named]
@@ -1274,8 +1273,7 @@ class Memory:
             rows = self._retrieve_flat(points, k)
         elif mode in ("prefix", "text", "hybrid"):
             rows, fused, _ = self._retrieve(points, k, query, now, named)
-            rc = self.config.retrieval
-            rows = _gate(rows, fused, rc.dialogue_relative_gate if self._speaker_of else rc.relative_gate)
+            rows = _gate(rows, fused, self.config.retrieval.for_store(bool(self._speaker_of)).relative_gate)
         inputs = self._prefix_inputs(query, points, rows, now) if mode in ("prefix", "hybrid") and rows else None
         prefix = None if inputs is None else self._prefix(inputs)
         retrieve_ms = (time.perf_counter() - t0) * 1000

@@ -177,6 +177,25 @@ def load_channel(data: bytes, channel: CrossBundleAttention, backbone_identity: 
     return meta
 
 
+SHIPPED_CHANNELS = {"smollm2-135m-instruct": "channel-smollm2-135m-instruct.safetensors"}  # backbone name -> file
+
+
+def shipped_channel(backbone_name: str) -> Path | None:
+    """The trained channel the package ships for a backbone (`ams/data`), or None. How each was
+    trained, with the command that reproduces it: BENCHMARKS.md, "Training the memory channel"."""
+    name = SHIPPED_CHANNELS.get(backbone_name)
+    path = Path(__file__).parent / "data" / name if name else None
+    return path if path is not None and path.is_file() else None
+
+
+def channel_identity(data: bytes) -> str | None:
+    """The backbone identity a channel weights file was trained for; None if it is not one."""
+    try:
+        return _safetensors_metadata(data).get("backbone_identity")
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
 def channel_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -201,7 +201,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = ChannelTrainConfig(backbone=args.backbone, salient_tokens=args.salient_tokens, train_episodes=args.episodes, val_episodes=args.val_episodes,
                              facts=args.facts, queries=args.queries, k=args.k, modes=args.modes,
-                             hybrid_target=args.hybrid_target, steps=args.steps,
+                             prefix_target=args.prefix_target, hybrid_target=args.hybrid_target, steps=args.steps,
                              batch_size=args.batch_size, lr=args.lr, retrieval_weight=args.retrieval_weight,
                              eval_every=args.eval_every, eval_answers=args.eval_answers, seed=args.seed)
     history = train_channel(cfg, out_dir=args.out, progress=not args.quiet)
@@ -273,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--k", type=int, default=3, help="memories retrieved per question")
     t.add_argument("--modes", type=_csv(str), default=("prefix",),
                    help="modes trained, alternating by step (default: prefix; both are validated)")
+    t.add_argument("--prefix-target", default="text", choices=("entity", "text"),
+                   help="prefix steps' target: text mode's own answer where it was right (default), or the answer entity")
     t.add_argument("--hybrid-target", default="entity", choices=("entity", "text"),
                    help="hybrid steps' target: the answer entity, or text mode's own answer where it was right")
     t.add_argument("--steps", type=int, default=400)
@@ -293,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--modes", type=_csv(str), default=("full", "prefix", "flat", "text", "hybrid", "none", "oracle"),
                    help="modes, comma-separated (default: all, with oracle)")
     v.add_argument("--backbone", default="smollm2-135m-instruct")
-    v.add_argument("--weights", default=None, help="trained channel weights (`ams train`) for prefix and hybrid")
+    v.add_argument("--weights", default=None, help="channel weights for prefix and hybrid: a file (`ams train`), or "
+                   "untrained (default: the channel shipped for the backbone, if any)")
     v.add_argument("--store-config", type=json.loads, default=None,
                    help='MemoryConfig fields as JSON for the stores it writes, e.g. \'{"prefix": {"salient_tokens": 8}}\'')
     v.add_argument("--k", type=int, default=3, help="memories retrieved per question")

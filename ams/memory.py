@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from ._version import __version__
-from .attention import CrossBundleAttention, channel_digest, load_channel
+from .attention import CrossBundleAttention, channel_digest, channel_identity, load_channel, shipped_channel
 from .backbone import DEFAULT_BACKBONE, HFBackbone, load_backbone
 from .bundles import BUNDLES, ContextBundle, TemporalBundle, TopicBundle, context_point
 from .config import MemoryConfig, NewerSettings
@@ -88,6 +88,7 @@ SNAPSHOT_MIN_ROWS = 10_000
 SNAPSHOT_LAG = 0.1
 SNAPSHOT_WAIT_MS = 50  # how long opening waits for the write lock to store a snapshot
 MAX_SPEAKER_CHARS = 200
+UNTRAINED, SHIPPED = "untrained", "shipped"  # `weights=` choices that name no file (recorded as such)
 
 
 @functools.lru_cache(maxsize=4)
@@ -187,9 +188,11 @@ class Memory:
                 defaults for a new store).
             busy_timeout: seconds a write waits for another process's write lock before it raises
                 `StoreBusy` (nothing is written then).
-            weights: trained memory-channel weights (`ams train`) for `prefix` and `hybrid` modes.
-                The store records the file and its hash, and a later open without `weights=` loads
-                the same file. None on a store that records none: the untrained channel.
+            weights: trained memory-channel weights (`ams train`) for `prefix` and `hybrid` modes;
+                `"untrained"` for the untrained channel, `"shipped"` for the one the package ships
+                for the backbone (`ams/data`). The store records the choice (a file with its hash),
+                and a later open without `weights=` makes it again. None on a store that records
+                none: the shipped channel where one ships for the backbone, else the untrained one.
 
         Returns:
             An open `Memory`; use it as a context manager or call `close()`.
@@ -262,11 +265,24 @@ class Memory:
         return config
 
     def _use_weights(self, weights: str | Path | None) -> None:
-        """Load the trained channel from `weights`, else from the file the store records; record it."""
+        """Load the trained channel from `weights`, else the store's recorded choice, else the
+        shipped channel; record the choice. The recorded path is "untrained" or "shipped" for those
+        two: a shipped channel is the package's, and follows the package when it is upgraded (weights
+        never change what is stored, so nothing is re-encoded)."""
         recorded = self.store.get_meta("channel_path"), self.store.get_meta("channel_sha256")
-        if weights is None and recorded[0] is None:
-            return  # the untrained channel
-        path = Path(weights if weights is not None else recorded[0])
+        choice = str(weights) if weights is not None else recorded[0] or SHIPPED
+        if choice == UNTRAINED:
+            self._record_weights(UNTRAINED, "", recorded)
+            return
+        if choice == SHIPPED:
+            path = shipped_channel(self.backbone.name)
+            data = path.read_bytes() if path is not None else b""
+            if not data or channel_identity(data) != self.backbone.identity:
+                return  # none ships for this backbone (or for this revision of it): untrained, nothing recorded
+            self._load_channel(data, path)
+            self._record_weights(SHIPPED, channel_digest(data), recorded)
+            return
+        path = Path(choice)
         try:
             data = path.read_bytes()
         except OSError as e:
@@ -278,13 +294,19 @@ class Memory:
         if weights is None and digest != recorded[1]:
             raise StoreMismatch(f"the channel weights file {path} changed since the store recorded it "
                                 f"(sha256 {recorded[1][:12]}..., now {digest[:12]}...); pass weights= to use it")
+        self._load_channel(data, path)
+        self._record_weights(self.weights, digest, recorded)
+
+    def _load_channel(self, data: bytes, path: Path) -> None:
         meta = load_channel(data, self.attention, self.backbone.identity)
         self.attention.eval()
         self._salient_tokens = int(meta.get("salient_tokens", self._salient_tokens))
         self.weights = str(path.resolve())
-        if (self.weights, digest) != recorded:
+
+    def _record_weights(self, path: str, digest: str, recorded: tuple[str | None, str | None]) -> None:
+        if (path, digest) != recorded:
             with self.store.write():
-                self.store.set_meta("channel_path", self.weights)
+                self.store.set_meta("channel_path", path)
                 self.store.set_meta("channel_sha256", digest)
 
     def _open_indexes(self) -> None:
@@ -1158,9 +1180,12 @@ class Memory:
     @property
     def default_mode(self) -> str:
         """The mode `generate` uses when given none: "hybrid" once a trained memory channel is loaded
-        (`weights=`), "text" with the untrained one, whose prefix answered below text mode or level
-        with it on every benchmark but the 10-fact seed session (BENCHMARKS.md, "The default mode")."""
-        return "hybrid" if self.weights else "text"
+        (the shipped one, or `weights=`), "text" with the untrained one, whose prefix answered below
+        text mode or level with it on every benchmark but the 10-fact seed session (BENCHMARKS.md,
+        "The default mode"). A store that holds dialogue turns also answers in "text": the channel
+        is trained on facts, and on chat transcripts its `hybrid` answered below `text`
+        (BENCHMARKS.md, "Conversations")."""
+        return "hybrid" if self.weights and not self._speaker_of else "text"
 
     def generate(self, query: str, *, mode: str | None = None, k: int = 3, max_new_tokens: int = 64,
                  session: str | None = None, memory_ids: list[str] | None = None,

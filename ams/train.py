@@ -13,11 +13,13 @@ mode would show and the answer entity. Validation uses the `heldout` split (unse
 values and names).
 
 Losses:
-- answer NLL through the prefix: the target is the answer entity and the end of the turn (not a
-  sentence), in `prefix` mode (question only after the prefix) or also in `hybrid` mode (memory
-  texts in the prompt too), steps alternating between the modes trained. The default trains
-  `prefix` steps only, and validation measures both modes either way: `hybrid` steps teach the
-  prefix less, since the prompt already holds the facts (BENCHMARKS.md);
+- answer NLL through the prefix, in `prefix` mode (question only after the prefix) or also in
+  `hybrid` mode (memory texts in the prompt too), steps alternating between the modes trained. The
+  default trains `prefix` steps only, and validation measures both modes either way: `hybrid`
+  steps teach the prefix less, since the prompt already holds the facts (BENCHMARKS.md). The
+  target is, per mode, the answer entity and the end of the turn, or (the default for `prefix`)
+  text mode's own greedy answer where it was right: the prefix then carries the fact, and the
+  reader keeps answering in its own full sentence, which holds the details a bare entity drops;
 - a retrieval term (weight `retrieval_weight`): cross-entropy of the topic and context attention
   over the k retrieved memories toward the gold one, the other k - 1 being hard negatives.
 
@@ -36,7 +38,7 @@ import json
 import random
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +51,7 @@ from .checkpoints import load_checkpoint, lr_at, save_checkpoint
 from .errors import InvalidInput
 
 MODES = ("prefix", "hybrid")
-HYBRID_TARGETS = ("entity", "text")
+TARGETS = ("entity", "text")
 ANSWER_ATTENTION = ("topic", "context")  # bundles whose attention the retrieval term trains
 
 
@@ -65,10 +67,12 @@ class ChannelTrainConfig:
         queries: questions per episode.
         k: memories retrieved per question, as at answer time.
         modes: injection modes trained, alternating by step.
-        hybrid_target: what `hybrid` steps teach the reader to answer: "entity" (the answer
-            entity, as `prefix` steps do), or "text" (text mode's own greedy answer, where it was
-            right, else the entity): the prefix then learns to keep what the prompt alone gets
-            right, in the reader's own words, and to fix what it gets wrong.
+        prefix_target, hybrid_target: what `prefix` and `hybrid` steps teach the reader to answer:
+            "entity" (the answer entity and the end of the turn), or "text" (text mode's own greedy
+            answer where it was right, else the entity). A text target is the reader's own sentence:
+            in `hybrid` the prefix learns to keep what the prompt alone gets right and to fix what it
+            gets wrong; in `prefix` it learns to answer in the form the reader uses with the facts in
+            its prompt, not in the training target's bare entity.
         steps, batch_size, lr, warmup, weight_decay, grad_clip: the optimiser; cosine decay after warm-up.
         retrieval_weight: weight of the attention-toward-gold term (0 leaves it out).
         eval_every: steps between validations (and at the start and the end).
@@ -86,6 +90,7 @@ class ChannelTrainConfig:
     queries: int = 20
     k: int = 3
     modes: tuple[str, ...] = ("prefix",)  # prefix steps only: see BENCHMARKS.md, "Training the memory channel"
+    prefix_target: str = "text"  # the reader's own sentence: see BENCHMARKS.md, "Training the memory channel"
     hybrid_target: str = "entity"
     steps: int = 400
     batch_size: int = 8
@@ -113,11 +118,20 @@ class ChannelTrainConfig:
             raise InvalidInput("facts per episode must lie between 10 and 10,000")
         if not 0 <= self.salient_tokens <= 64:
             raise InvalidInput("salient_tokens must lie between 0 and 64")
-        if self.hybrid_target not in HYBRID_TARGETS:
-            raise InvalidInput(f"hybrid_target must be one of {HYBRID_TARGETS}, got {self.hybrid_target!r}")
+        for name in ("prefix_target", "hybrid_target"):
+            if getattr(self, name) not in TARGETS:
+                raise InvalidInput(f"{name} must be one of {TARGETS}, got {getattr(self, name)!r}")
         if self.lr <= 0 or self.retrieval_weight < 0:
             raise InvalidInput("lr must be positive and retrieval_weight non-negative")
         self.facts, self.modes = tuple(self.facts), tuple(self.modes)
+
+    def target(self, mode: str) -> str:
+        """The target kind of a step in `mode`."""
+        return self.prefix_target if mode == "prefix" else self.hybrid_target
+
+    @property
+    def needs_text_answers(self) -> bool:
+        return any(self.target(m) == "text" for m in self.modes)
 
 
 @dataclass
@@ -133,14 +147,13 @@ class Example:
     keywords: list[str] = field(default_factory=list)
     forbidden: list[str] = field(default_factory=list)
     # text mode's greedy answer and end of turn where it was a hit, [] where it missed, None until
-    # `add_text_answers` ran: the target of `hybrid` steps with hybrid_target="text"
+    # `add_text_answers` ran: the target of steps whose target kind is "text"
     text_answer: list[int] | None = None
 
-    def target(self, mode: str, hybrid_target: str = "entity") -> list[int]:
-        """The answer tokens a step in `mode` trains toward."""
-        if mode == "hybrid" and hybrid_target == "text" and self.text_answer:
-            return self.text_answer
-        return self.answer
+    def target(self, kind: str = "entity") -> list[int]:
+        """The answer tokens a step with target `kind` trains toward: text mode's own right answer
+        for "text" where there is one, else the entity."""
+        return self.text_answer if kind == "text" and self.text_answer else self.answer
 
 
 VAL_SEEDS = 10_000  # validation users' session seeds start here: never a benchmark's session (seeds 0, 1, ...)
@@ -278,9 +291,9 @@ def prefixes(channel, bb, examples: list[Example]) -> tuple[list[Tensor], dict[s
 
 
 def channel_loss(channel, bb, examples: list[Example], mode: str, *, retrieval_weight: float,
-                 hybrid_target: str = "entity") -> dict[str, Tensor]:
+                 target: str = "entity") -> dict[str, Tensor]:
     """Answer NLL through the prefix (mean over answer tokens, then questions), and the retrieval term.
-    The answer is `Example.target(mode, hybrid_target)`.
+    The answer is `Example.target(target)`.
 
     Each row is `[pad; prefix; prompt; answer]`, left-padded, positions following the mask, so the
     answer tokens are the last ones of every row and only their logits are computed.
@@ -288,7 +301,7 @@ def channel_loss(channel, bb, examples: list[Example], mode: str, *, retrieval_w
     prefix, weights = prefixes(channel, bb, examples)
     emb = bb.model.get_input_embeddings()
     device = emb.weight.device
-    answers = [ex.target(mode, hybrid_target) for ex in examples]
+    answers = [ex.target(target) for ex in examples]
     rows = []
     for ex, answer, p in zip(examples, answers, prefix):
         ids = torch.tensor(ex.prompts[mode] + answer, device=device)
@@ -413,7 +426,8 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
         raise InvalidInput("no training or validation questions were built")
     with Memory.open(":memory:", backbone=cfg.backbone, config=_config(cfg.salient_tokens)) as probe:  # as Memory builds it
         bb, channel = probe.backbone, probe.attention
-    if cfg.hybrid_target == "text" and "hybrid" in cfg.modes and any(ex.text_answer is None for ex in train):
+    if cfg.needs_text_answers and any(ex.text_answer is None for ex in train):
+        train = [replace(ex) for ex in train]  # answered here: the caller's examples stay as they were
         with tqdm(total=len(train), disable=not progress or not acc.is_main_process, desc="text answers",
                   unit="question") as bar:
             add_text_answers(bb, train, max_new_tokens=cfg.max_new_tokens, progress=bar.update)
@@ -448,7 +462,7 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
         at = (step % max(1, len(train) // cfg.batch_size)) * cfg.batch_size
         batch = [train[i] for i in order[at : at + cfg.batch_size]]
         losses = channel_loss(channel, bb, batch, mode, retrieval_weight=cfg.retrieval_weight,
-                              hybrid_target=cfg.hybrid_target)
+                              target=cfg.target(mode))
         acc.backward(losses["total"])
         acc.clip_grad_norm_(channel.parameters(), cfg.grad_clip)
         optimizer.step()

@@ -2,6 +2,7 @@
 
     python benchmarks/modes.py                      # the seed session (20 facts, 10 questions)
     python benchmarks/modes.py benchmarks/dev_session.jsonl
+    python benchmarks/modes.py --weights runs/channel/channel.safetensors --modes text,prefix,hybrid
 
 Prints recall@1 of AMS retrieval, then per mode: hits (whole-word rule), hits (the original
 substring rule), mean prompt tokens including prefix slots, and median retrieve / generate ms.
@@ -24,9 +25,14 @@ def main() -> None:
     p.add_argument("--k", type=int, default=3)
     p.add_argument("--max-new-tokens", type=int, default=30)
     p.add_argument("--backbone", default="smollm2-135m-instruct")
-    p.add_argument("--weights", default=None, help="trained channel weights for prefix and hybrid (default: untrained)")
+    p.add_argument("--weights", default=None, help="channel weights for prefix and hybrid: a file, or untrained (default: the shipped channel)")
+    p.add_argument("--modes", default="none,full,flat,text,prefix,hybrid", help="modes to answer in, comma-separated")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in ams.MODES]
+    if bad or not modes:
+        p.error(f"--modes takes modes among {', '.join(ams.MODES)}; got {args.modes!r}")
     s = load_session(args.session)
     with ams.Memory.open(":memory:", backbone=args.backbone, weights=args.weights) as mem:
         t0 = time.perf_counter()
@@ -38,7 +44,7 @@ def main() -> None:
               f"max_new_tokens={args.max_new_tokens}; channel {mem.weights or 'untrained'}; "
               f"write {write_ms:.0f} ms/memory; recall@1 {r1:.2f}")
         print(f"{'mode':>7} {'hits':>5} {'substr':>6} {'tokens':>6} {'ret ms':>7} {'gen ms':>7}")
-        for mode in ("none", "full", "flat", "text", "prefix", "hybrid"):
+        for mode in modes:
             gens = [mem.generate(q.text, mode=mode, k=args.k, max_new_tokens=args.max_new_tokens) for q in s.queries]
             hits = sum(is_hit(g.text, q.keywords, q.forbidden) for g, q in zip(gens, s.queries))
             sub = sum(is_substring_hit(g.text, q.keywords) for g, q in zip(gens, s.queries))

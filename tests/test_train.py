@@ -93,9 +93,12 @@ def test_bad_recipes_are_refused():
         ChannelTrainConfig(steps=0)
     with pytest.raises(InvalidInput, match="hybrid_target"):
         ChannelTrainConfig(hybrid_target="sentence")
+    with pytest.raises(InvalidInput, match="prefix_target"):
+        ChannelTrainConfig(prefix_target="sentence")
 
 
-def test_hybrid_steps_can_train_toward_text_modes_own_right_answers(data, tiny_backbone_dir, tmp_path):
+@pytest.mark.parametrize("trained", ["hybrid", "prefix"])
+def test_steps_can_train_toward_text_modes_own_right_answers(data, tiny_backbone_dir, tmp_path, trained):
     train, val = data
     examples = [dataclasses.replace(ex) for ex in train[:4]]  # the module's examples stay as built
     with ams.Memory.open(":memory:", backbone=tiny_backbone_dir) as mem:
@@ -105,15 +108,18 @@ def test_hybrid_steps_can_train_toward_text_modes_own_right_answers(data, tiny_b
         hit, miss = examples[0], examples[1]
         hit.text_answer = bb.answer_ids(f"It is called {hit.keywords[0]}, I think")  # as a right answer is kept
         miss.text_answer = []
-        assert hit.target("hybrid", "text") == hit.text_answer
-        assert hit.target("prefix", "text") == hit.target("hybrid") == hit.answer
-        assert miss.target("hybrid", "text") == miss.answer
-        entity = channel_loss(channel, bb, [hit, miss], "hybrid", retrieval_weight=0)["answer"]
-        text = channel_loss(channel, bb, [hit, miss], "hybrid", retrieval_weight=0, hybrid_target="text")["answer"]
+        assert hit.target("text") == hit.text_answer
+        assert hit.target() == hit.target("entity") == hit.answer
+        assert miss.target("text") == miss.answer
+        entity = channel_loss(channel, bb, [hit, miss], trained, retrieval_weight=0)["answer"]
+        text = channel_loss(channel, bb, [hit, miss], trained, retrieval_weight=0, target="text")["answer"]
         assert not torch.isclose(entity, text)
     # a run answers in text mode once and keeps the answers with its examples
-    cfg = ChannelTrainConfig(backbone=tiny_backbone_dir, modes=("prefix", "hybrid"), hybrid_target="text", steps=2,
+    cfg = ChannelTrainConfig(backbone=tiny_backbone_dir, modes=(trained,), **{f"{trained}_target": "text"}, steps=2,
                              batch_size=4, eval_every=2, eval_answers=2, max_new_tokens=3, warmup=1)
+    assert cfg.needs_text_answers
+    assert not ChannelTrainConfig(modes=(trained,), prefix_target="entity", hybrid_target="entity").needs_text_answers
+    assert ChannelTrainConfig().needs_text_answers  # the default recipe: prefix steps toward text mode's answers
     history = train_channel(cfg, out_dir=tmp_path / "run", progress=False,
                             data=([dataclasses.replace(ex) for ex in train], val))
     assert 0 <= history["examples"]["train_text_right"] <= 1
@@ -177,6 +183,46 @@ def test_a_store_opens_with_weights_and_remembers_them(tiny_backbone_dir, other_
         ams.Memory.open(db, backbone=tiny_backbone_dir)
     with ams.Memory.open(db, backbone=tiny_backbone_dir, weights=moved) as mem:  # choosing again works
         assert mem.weights == str(moved.resolve())
+
+
+def test_a_store_without_weights_uses_the_shipped_channel_and_remembers_the_choice(
+        tiny_backbone_dir, other_backbone_dir, tmp_path, monkeypatch):
+    shipped = tmp_path / "package" / "channel.safetensors"
+    shipped.parent.mkdir()
+    _trained_weights(tiny_backbone_dir, shipped)
+    monkeypatch.setattr(ams.memory, "shipped_channel", lambda name: shipped)  # as the package ships one
+    db = tmp_path / "alice.db"
+    with ams.Memory.open(db, backbone=tiny_backbone_dir) as mem:
+        trained = mem.attention.lifts.detach().clone()
+        assert mem.weights == str(shipped.resolve()) and mem.default_mode == "hybrid"
+        mem.write("I adopted a beagle named Waffles.")
+    with ams.Memory.open(db, backbone=tiny_backbone_dir, weights="untrained") as mem:
+        assert mem.weights is None and mem.default_mode == "text"
+        assert not torch.allclose(mem.attention.lifts, trained)
+    with ams.Memory.open(db, backbone=tiny_backbone_dir) as mem:  # the choice is remembered
+        assert mem.weights is None
+    with ams.Memory.open(db, backbone=tiny_backbone_dir, weights="shipped") as mem:
+        torch.testing.assert_close(mem.attention.lifts, trained)
+    # an upgraded package ships other weights: a store that uses the shipped channel follows it
+    with ams.Memory.open(":memory:", backbone=tiny_backbone_dir, weights="untrained") as mem:
+        with torch.no_grad():
+            mem.attention.scale.mul_(3.0)
+        save_channel(mem.attention, mem.backbone, shipped)
+        upgraded = mem.attention.scale.detach().clone()
+    with ams.Memory.open(db, backbone=tiny_backbone_dir) as mem:
+        torch.testing.assert_close(mem.attention.scale, upgraded, rtol=1e-3, atol=1e-4)
+        assert len(mem) == 1
+    # a store of dialogue turns keeps answering in text mode: the channel was trained on facts
+    with ams.Memory.open(tmp_path / "chat.db", backbone=tiny_backbone_dir) as mem:
+        assert mem.default_mode == "hybrid"
+        mem.write("we finally got a puppy", speaker="Ana")
+        assert mem.weights is not None and mem.default_mode == "text"
+        assert mem.generate("What did Ana get?", max_new_tokens=3).mode == "text"
+    # a shipped file trained for another backbone (or revision) is not used: the untrained channel
+    with ams.Memory.open(":memory:", backbone=other_backbone_dir) as mem:
+        save_channel(mem.attention, mem.backbone, shipped)
+    with ams.Memory.open(tmp_path / "bob.db", backbone=tiny_backbone_dir) as mem:
+        assert mem.weights is None and mem.default_mode == "text"
 
 
 def test_the_train_command(tiny_backbone_dir, tmp_path, capsys):

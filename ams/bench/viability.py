@@ -53,7 +53,7 @@ class BenchConfig:
     batch_size: int = 8  # questions generated together
     retrieval_only: bool = False  # skip generation: recall, write and size metrics only
     store_config: dict | None = None  # a MemoryConfig as a dict for the stores the bench writes; None: defaults
-    weights: str | None = None  # trained channel weights for prefix and hybrid; None: the untrained channel
+    weights: str | None = None  # channel weights for prefix and hybrid: a file or "untrained"; None: the shipped one
 
     def __post_init__(self) -> None:
         bad = [m for m in self.modes if m not in MODES]
@@ -189,7 +189,7 @@ def run(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
         "report_version": REPORT_VERSION,
         "benchmark": "session-viability",
         "config": {**asdict(cfg), "ns": list(cfg.ns), "modes": list(cfg.modes)},
-        "channel_weights": channel,  # the file prefix and hybrid used; None: the untrained channel
+        "channel_weights": channel,  # the file prefix and hybrid used (the shipped one by default); None: untrained
         "environment": {"python": platform.python_version(), "platform": platform.platform(),
                         "cpu_count": os.cpu_count(), "torch": _version("torch"),
                         "transformers": _version("transformers")},

@@ -205,7 +205,8 @@ class Memory:
             StoreMismatch: the store was written with another backbone, embedder or codec layout;
                 or the weights are for another backbone, or the recorded weights file is gone or changed.
             BackboneNotFound: the backbone cannot be loaded.
-            InvalidInput: `user_id` is empty or not a string, or `busy_timeout` is negative.
+            InvalidInput: `user_id` is empty or not a string, `busy_timeout` is negative, the weights
+                file cannot be read or is not one, or `weights="shipped"` where none ships for the backbone.
         """
         if not isinstance(user_id, str) or not user_id.strip():
             raise InvalidInput("user_id must be a non-empty string")
@@ -278,6 +279,8 @@ class Memory:
             path = shipped_channel(self.backbone.name)
             data = path.read_bytes() if path is not None else b""
             if not data or channel_identity(data) != self.backbone.identity:
+                if weights is not None:
+                    raise InvalidInput(f"no trained channel ships for backbone {self.backbone.name!r}")
                 return  # none ships for this backbone (or for this revision of it): untrained, nothing recorded
             self._load_channel(data, path)
             self._record_weights(SHIPPED, channel_digest(data), recorded)

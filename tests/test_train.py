@@ -223,6 +223,8 @@ def test_a_store_without_weights_uses_the_shipped_channel_and_remembers_the_choi
         save_channel(mem.attention, mem.backbone, shipped)
     with ams.Memory.open(tmp_path / "bob.db", backbone=tiny_backbone_dir) as mem:
         assert mem.weights is None and mem.default_mode == "text"
+    with pytest.raises(InvalidInput, match="no trained channel ships"):  # asked for by name: said so
+        ams.Memory.open(tmp_path / "bob.db", backbone=tiny_backbone_dir, weights="shipped")
 
 
 def test_the_train_command(tiny_backbone_dir, tmp_path, capsys):

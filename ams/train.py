@@ -125,13 +125,13 @@ class ChannelTrainConfig:
             raise InvalidInput("lr must be positive and retrieval_weight non-negative")
         self.facts, self.modes = tuple(self.facts), tuple(self.modes)
 
-    def target(self, mode: str) -> str:
+    def target_kind(self, mode: str) -> str:
         """The target kind of a step in `mode`."""
         return self.prefix_target if mode == "prefix" else self.hybrid_target
 
     @property
     def needs_text_answers(self) -> bool:
-        return any(self.target(m) == "text" for m in self.modes)
+        return any(self.target_kind(m) == "text" for m in self.modes)
 
 
 @dataclass
@@ -462,7 +462,7 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
         at = (step % max(1, len(train) // cfg.batch_size)) * cfg.batch_size
         batch = [train[i] for i in order[at : at + cfg.batch_size]]
         losses = channel_loss(channel, bb, batch, mode, retrieval_weight=cfg.retrieval_weight,
-                              target=cfg.target(mode))
+                              target=cfg.target_kind(mode))
         acc.backward(losses["total"])
         acc.clip_grad_norm_(channel.parameters(), cfg.grad_clip)
         optimizer.step()

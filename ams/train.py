@@ -183,7 +183,8 @@ def build_examples(backbone: str, split: str, episodes: int, *, facts: tuple[int
         session = generate_session(facts[e % len(facts)], seed=seed * 100_003 + first_seed + e, split=split,
                                    n_queries=queries)
         with tempfile.TemporaryDirectory() as tmp, Memory.open(Path(tmp) / "episode.db", backbone=backbone,
-                                                                config=_config(salient_tokens)) as mem:
+                                                                config=_config(salient_tokens),
+                                                                weights="untrained") as mem:
             times = _fact_times(session)
             ids = mem.write_many([{"text": f.text, "ts": t, "session": f.session}
                                   for f, t in zip(session.facts, times)])
@@ -424,7 +425,9 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
     train, val = data
     if not train or not val:
         raise InvalidInput("no training or validation questions were built")
-    with Memory.open(":memory:", backbone=cfg.backbone, config=_config(cfg.salient_tokens)) as probe:  # as Memory builds it
+    # a fresh channel, as Memory builds it: never the one the package ships, which this run may remake
+    with Memory.open(":memory:", backbone=cfg.backbone, config=_config(cfg.salient_tokens),
+                     weights="untrained") as probe:
         bb, channel = probe.backbone, probe.attention
     if cfg.needs_text_answers and any(ex.text_answer is None for ex in train):
         train = [replace(ex) for ex in train]  # answered here: the caller's examples stay as they were

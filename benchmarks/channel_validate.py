@@ -44,7 +44,7 @@ def main() -> None:
           f"({sum(ex.gold >= 0 for ex in examples) / len(examples):.2f} with the gold memory retrieved), "
           f"built in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     report: dict = {"users": args.users, "first_seed": args.first_seed, "questions": len(examples), "channels": {}}
-    with ams.Memory.open(":memory:", backbone=args.backbone) as mem:  # the untrained channel (text uses none)
+    with ams.Memory.open(":memory:", backbone=args.backbone, weights="untrained") as mem:  # text uses no channel
         text_rate, text = answer_hits(mem.attention, mem.backbone, examples, "text", max_new_tokens=30)
     report["text_hit"] = text_rate
     for name, path in channels.items():

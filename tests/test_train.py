@@ -74,6 +74,21 @@ def test_training_runs_resumes_and_writes_its_outputs(data, tiny_backbone_dir, t
     assert resumed["loss"] == pytest.approx(full["loss"], rel=1e-5)
 
 
+def test_a_run_starts_from_a_fresh_channel_even_where_one_ships(data, tiny_backbone_dir, tmp_path, monkeypatch):
+    shipped = tmp_path / "package" / "channel.safetensors"
+    shipped.parent.mkdir()
+    _trained_weights(tiny_backbone_dir, shipped)
+    cfg = ChannelTrainConfig(backbone=tiny_backbone_dir, steps=1, batch_size=4, eval_every=1, eval_answers=2,
+                             max_new_tokens=2, warmup=1, prefix_target="entity")
+    fresh = train_channel(cfg, out_dir=tmp_path / "fresh", progress=False, data=data)
+    monkeypatch.setattr(ams.memory, "shipped_channel", lambda name: shipped)  # as the package ships one
+    with ams.Memory.open(":memory:", backbone=tiny_backbone_dir) as mem:
+        assert mem.weights == str(shipped.resolve())  # what a store would open with
+    again = train_channel(cfg, out_dir=tmp_path / "again", progress=False, data=data)
+    # the same starting point, so the same run: the recipe remakes its file whatever the package ships
+    assert again["val"][0] == fresh["val"][0] and again["loss"] == fresh["loss"]
+
+
 def test_a_prefix_only_run_still_validates_hybrid_against_text(data, tiny_backbone_dir, tmp_path):
     cfg = ChannelTrainConfig(backbone=tiny_backbone_dir, modes=("prefix",), steps=2, batch_size=4, eval_every=2,
                              eval_answers=4, max_new_tokens=4, warmup=1)

@@ -37,6 +37,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 from .bundles import BUNDLES
+from .checkpoints import save_safetensors
 from .errors import InvalidInput, StoreCorrupted, StoreMismatch
 
 
@@ -140,16 +141,11 @@ def save_channel(channel: CrossBundleAttention, backbone, path: str | Path, *, s
     """Write a trained channel (safetensors, fp16: half the bytes, and the prefix it makes is the
     same to within fp16 rounding), tagged with its backbone's identity, its shapes and the salient
     tokens per memory it was trained with (a store that loads it uses that number)."""
-    from safetensors.torch import save_file
-
     meta = {"format": CHANNEL_FORMAT, "backbone_identity": backbone.identity, "backbone_name": backbone.name,
             "slots": str(channel.slots), "d_model": str(channel.d_model), "salient_tokens": str(int(salient_tokens)),
             "recipe": json.dumps(recipe or {})}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: (v.half() if v.is_floating_point() else v).detach().contiguous() for k, v in channel.state_dict().items()}
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)
+    save_safetensors(state, path, meta)
 
 
 def load_channel(data: bytes, channel: CrossBundleAttention, backbone_identity: str) -> dict[str, str]:

@@ -1,5 +1,5 @@
 """What every training loop here shares: resumable checkpoints (weights and optimizer tensors as
-safetensors, the rest as JSON) and the learning-rate schedule.
+safetensors, the rest as JSON), reproducible safetensors files, and the learning-rate schedule.
 
 Nothing is pickled. A checkpoint directory is written beside the final one and renamed over it, so
 a run killed while saving keeps its previous checkpoint.
@@ -14,6 +14,23 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write `tensors` and `metadata` to a safetensors file atomically, the same bytes for the same
+    contents: the header's keys are sorted. safetensors writes the metadata in hash order, which
+    changes from one process to the next, so a run that remade a file exactly would not remake its
+    sha256."""
+    from safetensors.torch import save
+
+    data = save(tensors, metadata=metadata)
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the tensors stay 8-byte aligned
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(len(header).to_bytes(8, "little") + header + data[8 + n :])
+    tmp.replace(path)
 
 
 def save_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, history: dict) -> None:

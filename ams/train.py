@@ -47,7 +47,7 @@ from torch import Tensor
 
 from .attention import save_channel
 from .bundles import BUNDLES
-from .checkpoints import load_checkpoint, lr_at, save_checkpoint
+from .checkpoints import load_checkpoint, lr_at, save_checkpoint, save_safetensors
 from .errors import InvalidInput
 
 MODES = ("prefix", "hybrid")
@@ -218,8 +218,6 @@ def _example(mem, q, gold_ids: set[str], k: int, now: float) -> Example:
 
 def save_examples(examples: list[Example], path: str | Path) -> None:
     """Examples to one safetensors file: tensors as tensors, the rest as JSON in its metadata."""
-    from safetensors.torch import save_file
-
     tensors, rows = {}, []
     for i, ex in enumerate(examples):
         for key, v in ex.inputs.items():
@@ -227,10 +225,7 @@ def save_examples(examples: list[Example], path: str | Path) -> None:
                 tensors[f"{i}.{key}.{b}"] = t.contiguous()
         rows.append({"query": ex.query, "prompts": ex.prompts, "answer": ex.answer, "gold": ex.gold,
                      "keywords": ex.keywords, "forbidden": ex.forbidden, "text_answer": ex.text_answer})
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "ams-channel-examples/1", "examples": json.dumps(rows)})
-    tmp.replace(path)
+    save_safetensors(tensors, path, {"format": "ams-channel-examples/1", "examples": json.dumps(rows)})
 
 
 def load_examples(path: str | Path) -> list[Example]:

@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 
 import ams
-from ams.attention import save_channel
+from ams.attention import load_channel, save_channel
 from ams.errors import InvalidInput, StoreMismatch
 from ams.train import ChannelTrainConfig, add_text_answers, build_examples, channel_loss, load_examples, train_channel
 
@@ -309,3 +309,21 @@ def test_examples_round_trip_through_safetensors(data, tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(InvalidInput):
         load_examples(tmp_path / "bad.safetensors")
+
+
+def test_equal_weights_make_equal_files(tiny_backbone_dir, tmp_path):
+    """The sha256 of a channel file depends on its contents only: a run that remakes the weights
+    remakes the file (safetensors alone writes its metadata in an order that changes by process)."""
+    with ams.Memory.open(":memory:", backbone=tiny_backbone_dir, weights="untrained") as mem:
+        recipe = {"steps": 400, "seed": 0, "modes": ["prefix"], "note": "café"}
+        for name in ("a", "b"):
+            save_channel(mem.attention, mem.backbone, tmp_path / f"{name}.safetensors", salient_tokens=8, recipe=recipe)
+        data = (tmp_path / "a.safetensors").read_bytes()
+        assert data == (tmp_path / "b.safetensors").read_bytes()
+        n = int.from_bytes(data[:8], "little")
+        assert n % 8 == 0
+        orders: list[list[str]] = []  # the keys of every object of the header, as written
+        json.loads(data[8 : 8 + n], object_pairs_hook=lambda pairs: orders.append([k for k, _ in pairs]))
+        assert len(orders) > 2 and all(keys == sorted(keys) for keys in orders)
+        meta = load_channel(data, mem.attention, mem.backbone.identity)
+        assert json.loads(meta["recipe"]) == recipe and meta["salient_tokens"] == "8"

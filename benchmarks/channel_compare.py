@@ -20,6 +20,7 @@ import json
 import math
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 
 def sign_test(a: int, b: int) -> float:
@@ -38,7 +39,7 @@ def load(pattern: str) -> dict[tuple[int, int, str], list[dict]]:
     if not paths:
         raise SystemExit(f"no report matches {pattern!r}")
     for path in paths:
-        report = json.loads(open(path).read())
+        report = json.loads(Path(path).read_text())
         seed = report["config"]["seed"]
         for r in report["results"]:
             out[(seed, r["n"], r["mode"])] = r["answers"]
@@ -56,7 +57,8 @@ def main() -> None:
         shared.update({key: a for key, a in answers.items() if key[2] in ("text", "oracle")})
     table: dict = {}
     for name, answers in runs.items():
-        answers = {**{k: a for k, a in shared.items() if (k[0], k[1]) in {(s, n) for s, n, _ in answers}}, **answers}
+        sessions = {(seed, n) for seed, n, _ in answers}
+        answers = {**{key: a for key, a in shared.items() if key[:2] in sessions}, **answers}
         by_n: dict[int, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
         paired: dict[int, list[int]] = defaultdict(lambda: [0, 0])
         for (seed, n, mode), rows in sorted(answers.items()):

@@ -180,8 +180,10 @@ def shipped_channel(backbone_name: str) -> Path | None:
     """The trained channel the package ships for a backbone (`ams/data`), or None. How each was
     trained, with the command that reproduces it: BENCHMARKS.md, "Training the memory channel"."""
     name = SHIPPED_CHANNELS.get(backbone_name)
-    path = Path(__file__).parent / "data" / name if name else None
-    return path if path is not None and path.is_file() else None
+    if name is None:
+        return None
+    path = Path(__file__).parent / "data" / name
+    return path if path.is_file() else None
 
 
 def channel_identity(data: bytes) -> str | None:

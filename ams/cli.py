@@ -199,7 +199,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train the memory channel on the synthetic train split; validate on the held-out split."""
     from .train import MODES, ChannelTrainConfig, train_channel
 
-    cfg = ChannelTrainConfig(backbone=args.backbone, salient_tokens=args.salient_tokens, train_episodes=args.episodes, val_episodes=args.val_episodes,
+    cfg = ChannelTrainConfig(backbone=args.backbone, salient_tokens=args.salient_tokens,
+                             salient_separator=args.salient_separator, relevance_tag=args.relevance_tag,
+                             train_episodes=args.episodes, val_episodes=args.val_episodes,
                              facts=args.facts, queries=args.queries, k=args.k, modes=args.modes,
                              prefix_target=args.prefix_target, hybrid_target=args.hybrid_target, steps=args.steps,
                              batch_size=args.batch_size, lr=args.lr, retrieval_weight=args.retrieval_weight,
@@ -266,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory: checkpoints, weights, curves (resumes if present)")
     t.add_argument("--backbone", default="smollm2-135m-instruct")
     t.add_argument("--salient-tokens", type=int, default=8, help="salient-word tokens per memory in the prefix (0: off)")
+    t.add_argument("--salient-separator", action=argparse.BooleanOptionalAction, default=False,
+                   help="a newline between memories' salient words in the prefix")
+    t.add_argument("--relevance-tag", action=argparse.BooleanOptionalAction, default=False,
+                   help="train the tag that marks each memory's salient-word slots with its attention weight")
     t.add_argument("--episodes", type=int, default=80, help="synthetic users of the train split")
     t.add_argument("--val-episodes", type=int, default=8, help="synthetic users of the held-out split")
     t.add_argument("--facts", type=_csv(int), default=(20, 50), help="facts per user, cycled (default: 20,50)")

@@ -182,6 +182,9 @@ class PrefixConfig(_Frozen):
         0, ge=0, le=64, description="Tokens of each retrieved memory's most surprising words given to the prefix as "
         "slots of their own (0: pooled slots only). Trained channel weights carry their own value, which wins; "
         "untrained, these slots cost hybrid answers (BENCHMARKS.md), so the default is 0.")
+    salient_separator: bool = Field(
+        False, description="Put a newline token between the retrieved memories' salient words, so each memory's words "
+        "read as a line of their own. Trained channel weights carry their own value, which wins.")
 
 
 class MemoryConfig(_Frozen):

@@ -165,6 +165,7 @@ class Memory:
         ).eval()
         self.weights: str | None = None  # the trained channel's file, when one is loaded
         self._salient_tokens = config.prefix.salient_tokens  # trained weights bring their own
+        self._salient_separator = config.prefix.salient_separator
         self._closed = False
         self._lock = threading.RLock()  # public calls run one at a time (`_guarded`)
         self._index: dict[str, BundleIndex] = {}  # bundle -> its retrieval keys, filled by _load
@@ -304,6 +305,7 @@ class Memory:
         meta = load_channel(data, self.attention, self.backbone.identity)
         self.attention.eval()
         self._salient_tokens = int(meta.get("salient_tokens", self._salient_tokens))
+        self._salient_separator = meta.get("salient_separator", "0") == "1"  # files before it had none
         self.weights = str(path.resolve())
 
     def _record_weights(self, path: str, digest: str, recorded: tuple[str | None, str | None]) -> None:
@@ -1321,16 +1323,18 @@ class Memory:
         """Cross-bundle attention over `_prefix_inputs` (the retrieved memories' decoded fibers) -> (L, d)."""
         token_ids = inputs["token_ids"]
         tokens = self.backbone.embed(token_ids.tolist())[None] if len(token_ids) else None  # (1, S, d)
+        owner = inputs["token_memory"][None] if tokens is not None else None  # (1, S)
         with torch.no_grad():
-            prefix, _ = self.attention(**{k: _batched(v) for k, v in inputs.items() if k != "token_ids"},
-                                       tokens=tokens)
+            prefix, _ = self.attention(**{k: _batched(v) for k, v in inputs.items() if not k.startswith("token_")},
+                                       tokens=tokens, token_memory=owner)
         return prefix[0]
 
     def _prefix_inputs(self, query: str, points: dict[str, np.ndarray], rows: list[int],
                        now: float) -> dict[str, Any]:
         """What cross-bundle attention reads for one question, unbatched: q_base {bundle: (d_base,)},
         q_hidden (d,), dirn {bundle: (K, d_base)}, fiber {bundle: (K, d_fiber)} (decoded, as stored),
-        token_ids (S,) the salient words of the memories, best memory first."""
+        token_ids (S,) the salient words of the memories, best memory first, and token_memory (S,)
+        the memory each comes from (-1 for a separator)."""
         ids = [self._ids[r] for r in rows]
         fib = {f: self._fetch(ids, f) for f in ("salient", "hidden")}
         access = np.array(self.store.access_counts(self.user_id, ids), dtype=np.float64)
@@ -1341,15 +1345,24 @@ class Memory:
             "dirn": {b: torch.from_numpy(self._index[b].x[rows]) for b in BUNDLES},
             "fiber": {"temporal": temporal.fiber, "topic": torch.from_numpy(fib["salient"]),
                       "context": torch.from_numpy(fib["hidden"])},
-            "token_ids": torch.tensor(self._salient(rows), dtype=torch.long),
+            **self._salient(rows),
         }
 
-    def _salient(self, rows: list[int]) -> list[int]:
-        m = self._salient_tokens
-        if not m or not rows:
-            return []
-        texts = [self.store.memory_row(self.user_id, self._ids[r])["text"] for r in rows]
-        return [t for ids in self.backbone.salient_ids(texts, m) for t in ids]
+    def _salient(self, rows: list[int]) -> dict[str, torch.Tensor]:
+        """token_ids and token_memory: the salient words of the memories at `rows`, in that order,
+        with a newline between memories where the channel reads them so."""
+        ids: list[int] = []
+        owner: list[int] = []
+        if self._salient_tokens and rows:
+            texts = [self.store.memory_row(self.user_id, self._ids[r])["text"] for r in rows]
+            separator = self.backbone.tokenize("\n") if self._salient_separator else []
+            for k, words in enumerate(self.backbone.salient_ids(texts, self._salient_tokens)):
+                if words and ids:
+                    ids += separator
+                    owner += [-1] * len(separator)
+                ids += words
+                owner += [k] * len(words)
+        return {"token_ids": torch.tensor(ids, dtype=torch.long), "token_memory": torch.tensor(owner, dtype=torch.long)}
 
     def _fetch(self, memory_ids: list[str], field: str) -> np.ndarray:
         got = self.store.vectors_for(memory_ids, field)

@@ -1,7 +1,8 @@
 """Training the memory channel: cross-bundle attention learns to carry facts into the prefix.
 
-What trains: the query heads, the per-bundle value maps, the slot lifts, the LayerNorm and the
-prefix scale (`CrossBundleAttention`). The backbone stays frozen; gradients reach the channel
+What trains: the query heads, the per-bundle value maps, the slot lifts, the LayerNorm, the
+prefix scale, the salient-token map and scale, and (with `relevance_tag`) the tag that marks each
+memory's salient-token slots with its attention weight (`CrossBundleAttention`). The backbone stays frozen; gradients reach the channel
 through it. The bundles' geometry and the stored fields are not trained, so a store written before
 training works with trained weights, and switching weights never re-encodes a memory.
 
@@ -45,14 +46,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .attention import save_channel
+from .attention import RELEVANCE_BUNDLES, save_channel
 from .bundles import BUNDLES
 from .checkpoints import load_checkpoint, lr_at, save_checkpoint, save_safetensors
 from .errors import InvalidInput
 
 MODES = ("prefix", "hybrid")
 TARGETS = ("entity", "text")
-ANSWER_ATTENTION = ("topic", "context")  # bundles whose attention the retrieval term trains
 
 
 @dataclass
@@ -61,6 +61,9 @@ class ChannelTrainConfig:
         backbone: the frozen backbone the channel is trained for (its identity goes in the weights).
         salient_tokens: tokens of each retrieved memory's salient words given to the prefix (0:
             pooled slots only); saved with the weights, which a store then uses.
+        salient_separator: a newline token between memories' salient words (saved with the weights).
+        relevance_tag: train the tag that marks each salient-token slot with its memory's attention
+            weight (`CrossBundleAttention.relevance`); without it the tag stays zero.
         train_episodes: synthetic users (fresh stores) of the train split.
         val_episodes: synthetic users of the held-out split.
         facts: facts per episode, cycled over the episodes.
@@ -84,6 +87,8 @@ class ChannelTrainConfig:
 
     backbone: str = "smollm2-135m-instruct"
     salient_tokens: int = 8
+    salient_separator: bool = False
+    relevance_tag: bool = False
     train_episodes: int = 80
     val_episodes: int = 8
     facts: tuple[int, ...] = (20, 50)
@@ -130,6 +135,11 @@ class ChannelTrainConfig:
         return self.prefix_target if mode == "prefix" else self.hybrid_target
 
     @property
+    def example_settings(self) -> dict:
+        """What building the examples depends on beyond the users and questions."""
+        return {"salient_tokens": self.salient_tokens, "salient_separator": self.salient_separator}
+
+    @property
     def needs_text_answers(self) -> bool:
         return any(self.target_kind(m) == "text" for m in self.modes)
 
@@ -140,7 +150,7 @@ class Example:
 
     query: str
     inputs: dict[str, Any]  # q_base {b: (d_base,)}, q_hidden (d,), dirn {b: (K, d_base)}, fiber {b: (K, d_fiber)},
-    #                         token_ids (S,): see `Memory._prefix_inputs`
+    #                         token_ids (S,), token_memory (S,): see `Memory._prefix_inputs`
     prompts: dict[str, list[int]]  # mode -> prompt ids
     answer: list[int]  # answer entity and end of turn
     gold: int  # index of the gold memory among the K retrieved, -1 when retrieval missed it
@@ -160,7 +170,7 @@ VAL_SEEDS = 10_000  # validation users' session seeds start here: never a benchm
 
 
 def build_examples(backbone: str, split: str, episodes: int, *, facts: tuple[int, ...], queries: int, k: int,
-                   seed: int, salient_tokens: int = 8, first_seed: int = 0,
+                   seed: int, salient_tokens: int = 8, salient_separator: bool = False, first_seed: int = 0,
                    progress: Callable[[int], None] | None = None) -> list[Example]:
     """Write synthetic episodes of `split` to fresh stores and record each question's channel inputs.
 
@@ -172,6 +182,7 @@ def build_examples(backbone: str, split: str, episodes: int, *, facts: tuple[int
         queries: questions per episode.
         k: memories retrieved per question.
         salient_tokens: salient-word tokens per retrieved memory in the prefix inputs.
+        salient_separator: a newline token between memories' salient words.
         progress: called with the number of facts and questions done, as they are.
     """
     from .bench.synthetic import generate_session
@@ -183,7 +194,7 @@ def build_examples(backbone: str, split: str, episodes: int, *, facts: tuple[int
         session = generate_session(facts[e % len(facts)], seed=seed * 100_003 + first_seed + e, split=split,
                                    n_queries=queries)
         with tempfile.TemporaryDirectory() as tmp, Memory.open(Path(tmp) / "episode.db", backbone=backbone,
-                                                                config=_config(salient_tokens),
+                                                                config=_config(salient_tokens, salient_separator),
                                                                 weights="untrained") as mem:
             times = _fact_times(session)
             ids = mem.write_many([{"text": f.text, "ts": t, "session": f.session}
@@ -216,8 +227,9 @@ def _example(mem, q, gold_ids: set[str], k: int, now: float) -> Example:
     )
 
 
-def save_examples(examples: list[Example], path: str | Path) -> None:
-    """Examples to one safetensors file: tensors as tensors, the rest as JSON in its metadata."""
+def save_examples(examples: list[Example], path: str | Path, settings: dict | None = None) -> None:
+    """Examples to one safetensors file: tensors as tensors, the rest as JSON in its metadata, with
+    the `settings` they were built with (`examples_settings` reads them back)."""
     tensors, rows = {}, []
     for i, ex in enumerate(examples):
         for key, v in ex.inputs.items():
@@ -225,7 +237,16 @@ def save_examples(examples: list[Example], path: str | Path) -> None:
                 tensors[f"{i}.{key}.{b}"] = t.contiguous()
         rows.append({"query": ex.query, "prompts": ex.prompts, "answer": ex.answer, "gold": ex.gold,
                      "keywords": ex.keywords, "forbidden": ex.forbidden, "text_answer": ex.text_answer})
-    save_safetensors(tensors, path, {"format": "ams-channel-examples/1", "examples": json.dumps(rows)})
+    save_safetensors(tensors, path, {"format": "ams-channel-examples/1", "examples": json.dumps(rows),
+                                     "settings": json.dumps(settings or {})})
+
+
+def examples_settings(path: str | Path) -> dict:
+    """The settings an examples file was built with; {} for files written before they were kept."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads((f.metadata() or {}).get("settings", "{}"))
 
 
 def load_examples(path: str | Path) -> list[Example]:
@@ -276,13 +297,16 @@ def prefixes(channel, bb, examples: list[Example]) -> tuple[list[Tensor], dict[s
     batch = collate(examples)
     ids = [ex.inputs["token_ids"] for ex in examples]
     S = max(len(i) for i in ids)
-    tokens = None
+    tokens = owner = None
     if S:
         emb = bb.model.get_input_embeddings()
         padded = torch.stack([torch.cat([i, i.new_zeros(S - len(i))]) for i in ids]).to(emb.weight.device)
         tokens = emb(padded)  # (B, S, d)
+        if all("token_memory" in ex.inputs for ex in examples):  # examples built before it have none
+            owner = torch.stack([torch.cat([m, m.new_full((S - len(m),), -1)])
+                                 for m in (ex.inputs["token_memory"] for ex in examples)]).to(padded.device)
     prefix, weights = channel(batch["q_base"], batch["q_hidden"], batch["dirn"], batch["fiber"], batch["mask"],
-                              tokens=tokens)
+                              tokens=tokens, token_memory=owner)
     return [torch.cat([p[: len(i)], p[S:]]) for i, p in zip(ids, prefix)], weights
 
 
@@ -318,7 +342,7 @@ def channel_loss(channel, bb, examples: list[Example], mode: str, *, retrieval_w
     has = gold >= 0
     if retrieval_weight > 0 and bool(has.any()):
         terms = [-(weights[b][has].gather(-1, gold[has][:, None]).clamp_min(1e-9).log()).mean()
-                 for b in ANSWER_ATTENTION]
+                 for b in RELEVANCE_BUNDLES]
         out["retrieval"] = torch.stack(terms).mean()
     out["total"] = out["answer"] + retrieval_weight * out.get("retrieval", torch.zeros((), device=device))
     return out
@@ -411,17 +435,25 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
     acc = Accelerator(cpu=not torch.cuda.is_available())
     cached = out / "examples-train.safetensors", out / "examples-val.safetensors"
     if data is None and all(p.is_file() for p in cached):  # a resumed run, or the same data again
+        for p in cached:  # files from before settings were kept were built without separators
+            built = examples_settings(p) or {"salient_separator": False}
+            if any(built.get(k, v) != v for k, v in cfg.example_settings.items()):
+                raise InvalidInput(f"{p} was built with {built}, this recipe needs {cfg.example_settings}: "
+                                   "remove the examples files to build them again")
         data = load_examples(cached[0]), load_examples(cached[1])
     if data is None:
         data = _build_data(cfg, progress=progress and acc.is_main_process)
         if acc.is_main_process:
-            save_examples(data[0], cached[0])
-            save_examples(data[1], cached[1])
+            save_examples(data[0], cached[0], cfg.example_settings)
+            save_examples(data[1], cached[1], cfg.example_settings)
     train, val = data
     if not train or not val:
         raise InvalidInput("no training or validation questions were built")
+    if cfg.relevance_tag and not all("token_memory" in ex.inputs for ex in train + val):
+        raise InvalidInput("the examples were built before salient tokens knew their memory, so the relevance "
+                           "tag cannot be trained on them: build them again")
     # a fresh channel, as Memory builds it: never the one the package ships, which this run may remake
-    with Memory.open(":memory:", backbone=cfg.backbone, config=_config(cfg.salient_tokens),
+    with Memory.open(":memory:", backbone=cfg.backbone, config=_config(**cfg.example_settings),
                      weights="untrained") as probe:
         bb, channel = probe.backbone, probe.attention
     if cfg.needs_text_answers and any(ex.text_answer is None for ex in train):
@@ -430,8 +462,9 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
                   unit="question") as bar:
             add_text_answers(bb, train, max_new_tokens=cfg.max_new_tokens, progress=bar.update)
         if acc.is_main_process:  # kept with the examples: a resumed run does not answer again
-            save_examples(train, cached[0])
+            save_examples(train, cached[0], cfg.example_settings)
     torch.manual_seed(cfg.seed)
+    channel.relevance.requires_grad_(cfg.relevance_tag)  # untrained, the tag stays zero and changes nothing
     channel.train()
     optimizer = torch.optim.AdamW(channel.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: dict = {"config": _jsonable(asdict(cfg)), "step": [], "loss": [], "answer": [], "retrieval": [],
@@ -481,8 +514,8 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
         (out / "history.json").write_text(json.dumps(history, indent=1))
         plot_history(history, out / "curves.png")
         if end == cfg.steps:
-            save_channel(acc.unwrap_model(channel), bb, out / "channel.safetensors", salient_tokens=cfg.salient_tokens,
-                         recipe=history["config"])
+            save_channel(acc.unwrap_model(channel), bb, out / "channel.safetensors", recipe=history["config"],
+                         **cfg.example_settings)
     return history
 
 
@@ -496,8 +529,8 @@ def _build_data(cfg: ChannelTrainConfig, *, progress: bool) -> tuple[list[Exampl
     total = sum(cfg.facts[e % len(cfg.facts)] + cfg.queries for e in range(cfg.train_episodes)) + sum(
         cfg.facts[e % len(cfg.facts)] + cfg.queries for e in range(cfg.val_episodes))
     with tqdm(total=total, disable=not progress, desc="episodes", unit="item") as bar:
-        common = dict(facts=cfg.facts, queries=cfg.queries, k=cfg.k, seed=cfg.seed, salient_tokens=cfg.salient_tokens,
-                      progress=bar.update)
+        common = dict(facts=cfg.facts, queries=cfg.queries, k=cfg.k, seed=cfg.seed, progress=bar.update,
+                      **cfg.example_settings)
         train = build_examples(cfg.backbone, "train", cfg.train_episodes, **common)
         # held-out users that `ams bench session-viability` never writes (it uses seed 0 by default):
         # the benchmark stays a test the recipe was not validated on
@@ -505,10 +538,10 @@ def _build_data(cfg: ChannelTrainConfig, *, progress: bool) -> tuple[list[Exampl
     return train, val
 
 
-def _config(salient_tokens: int):
+def _config(salient_tokens: int, salient_separator: bool = False):
     from .config import MemoryConfig, PrefixConfig
 
-    return MemoryConfig(prefix=PrefixConfig(salient_tokens=salient_tokens))
+    return MemoryConfig(prefix=PrefixConfig(salient_tokens=salient_tokens, salient_separator=salient_separator))
 
 
 def _jsonable(d: dict) -> dict:

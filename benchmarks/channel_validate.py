@@ -8,7 +8,7 @@
 Builds the channel's inputs for `--users` synthetic users of the held-out split whose session seeds
 start at `--first-seed` (20,000: `ams train` validates on seeds from 10,000 and the benchmark
 writes seed 0), exactly as `ams train` builds them (real stores, the retrieval `generate` uses,
-8 salient tokens a memory). Then, for each channel, greedy answers (30 new tokens) in `prefix`
+each channel's own salient-token settings, read from its file). Then, for each channel, greedy answers (30 new tokens) in `prefix`
 and `hybrid` mode to the first `--answers` questions, and once in `text` mode (the hybrid prompt
 without a prefix). Besides hit-rates it counts, per channel, the questions `hybrid` gets right
 and `text` wrong and the reverse: on the same questions, that is the comparison that matters.
@@ -21,6 +21,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+from safetensors import safe_open
 
 import ams
 from ams.train import answer_hits, build_examples
@@ -37,12 +39,24 @@ def main() -> None:
     args = p.parse_args()
     channels = dict(c.split("=", 1) for c in args.channels)
 
-    t0 = time.perf_counter()
-    examples = build_examples(args.backbone, "heldout", args.users, facts=(20, 50), queries=20, k=3, seed=0,
-                              salient_tokens=8, first_seed=args.first_seed)[: args.answers]
-    print(f"{len(examples)} questions from {args.users} held-out users "
-          f"({sum(ex.gold >= 0 for ex in examples) / len(examples):.2f} with the gold memory retrieved), "
-          f"built in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    built: dict[tuple, list] = {}  # the same users and questions; salient tokens as each channel reads them
+
+    def examples_for(path: str) -> list:
+        with safe_open(path, "pt") as f:
+            meta = f.metadata() or {}
+        key = int(meta.get("salient_tokens", 8)), meta.get("salient_separator", "0") == "1"
+        if key not in built:
+            t0 = time.perf_counter()
+            built[key] = build_examples(args.backbone, "heldout", args.users, facts=(20, 50), queries=20, k=3, seed=0,
+                                        salient_tokens=key[0], salient_separator=key[1],
+                                        first_seed=args.first_seed)[: args.answers]
+            print(f"{len(built[key])} questions from {args.users} held-out users "
+                  f"({sum(ex.gold >= 0 for ex in built[key]) / len(built[key]):.2f} with the gold memory retrieved), "
+                  f"salient tokens {key[0]}, separator {key[1]}: built in {time.perf_counter() - t0:.0f} s",
+                  file=sys.stderr)
+        return built[key]
+
+    examples = examples_for(next(iter(channels.values())))
     report: dict = {"users": args.users, "first_seed": args.first_seed, "questions": len(examples), "channels": {}}
     with ams.Memory.open(":memory:", backbone=args.backbone, weights="untrained") as mem:  # text uses no channel
         text_rate, text = answer_hits(mem.attention, mem.backbone, examples, "text", max_new_tokens=30)
@@ -50,8 +64,9 @@ def main() -> None:
     for name, path in channels.items():
         with ams.Memory.open(":memory:", backbone=args.backbone, weights=path) as mem:
             row = {"weights": path}
+            own = examples_for(path)  # the text prompts are the same whatever the salient settings
             for mode in ("prefix", "hybrid"):
-                row[f"{mode}_hit"], answers = answer_hits(mem.attention, mem.backbone, examples, mode,
+                row[f"{mode}_hit"], answers = answer_hits(mem.attention, mem.backbone, own, mode,
                                                           max_new_tokens=30)
                 if mode == "hybrid":
                     row["hybrid_only"] = sum(a["hit"] and not b["hit"] for a, b in zip(answers, text))

@@ -11,8 +11,17 @@ from safetensors import safe_open
 
 import ams
 from ams.attention import load_channel, save_channel
+from ams.checkpoints import save_safetensors
 from ams.errors import InvalidInput, StoreMismatch
-from ams.train import ChannelTrainConfig, add_text_answers, build_examples, channel_loss, load_examples, train_channel
+from ams.train import (
+    ChannelTrainConfig,
+    add_text_answers,
+    build_examples,
+    channel_loss,
+    examples_settings,
+    load_examples,
+    train_channel,
+)
 
 
 @pytest.fixture(scope="module")
@@ -327,3 +336,44 @@ def test_equal_weights_make_equal_files(tiny_backbone_dir, tmp_path):
         assert len(orders) > 2 and all(keys == sorted(keys) for keys in orders)
         meta = load_channel(data, mem.attention, mem.backbone.identity)
         assert json.loads(meta["recipe"]) == recipe and meta["salient_tokens"] == "8"
+
+
+def test_a_run_with_separators_and_the_tag_writes_them_into_its_weights(tiny_backbone_dir, tmp_path):
+    cfg = ChannelTrainConfig(backbone=tiny_backbone_dir, salient_separator=True, relevance_tag=True, train_episodes=1,
+                             val_episodes=1, facts=(10,), queries=4, steps=2, batch_size=4, eval_every=2,
+                             eval_answers=2, max_new_tokens=2, warmup=1, lr=1e-2, prefix_target="entity")
+    train_channel(cfg, out_dir=tmp_path / "run", progress=False)
+    kept = load_examples(tmp_path / "run" / "examples-train.safetensors")
+    assert examples_settings(tmp_path / "run" / "examples-train.safetensors") == cfg.example_settings
+    assert any((ex.inputs["token_memory"] == -1).any() for ex in kept)  # newlines between memories' words
+    weights = tmp_path / "run" / "channel.safetensors"
+    with safe_open(str(weights), "pt") as f:
+        assert f.metadata()["salient_separator"] == "1" and f.get_tensor("relevance").abs().sum() > 0
+    with ams.Memory.open(tmp_path / "a.db", backbone=tiny_backbone_dir, weights=weights) as mem:
+        assert mem._salient_separator and mem.attention.relevance.abs().sum() > 0
+    # the same directory under another setting: its cached examples do not fit, and the run says so
+    other = dataclasses.replace(cfg, salient_separator=False, relevance_tag=False)
+    with pytest.raises(InvalidInput, match="was built with"):
+        train_channel(other, out_dir=tmp_path / "run", progress=False)
+
+
+def test_without_the_tag_a_run_leaves_it_zero_and_old_files_load_untagged(data, tiny_backbone_dir, tmp_path):
+    cfg = ChannelTrainConfig(backbone=tiny_backbone_dir, steps=2, batch_size=4, eval_every=2, eval_answers=2,
+                             max_new_tokens=2, warmup=1, lr=1e-2, prefix_target="entity")
+    train_channel(cfg, out_dir=tmp_path / "run", progress=False, data=data)
+    with safe_open(str(tmp_path / "run" / "channel.safetensors"), "pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}
+        meta = f.metadata()
+    assert not state["relevance"].any() and meta["salient_separator"] == "0"
+    # a file written before the tag existed has no such tensor: it loads, with a zero tag
+    del state["relevance"]
+    old = tmp_path / "old.safetensors"
+    save_safetensors(state, old, {k: v for k, v in meta.items() if k != "salient_separator"})
+    with ams.Memory.open(tmp_path / "b.db", backbone=tiny_backbone_dir, weights=old) as mem:
+        assert not mem.attention.relevance.any() and not mem._salient_separator
+        torch.testing.assert_close(mem.attention.scale.half(), state["scale"])
+    with pytest.raises(InvalidInput, match="built before"):  # examples without token_memory cannot train it
+        bare = [dataclasses.replace(ex, inputs={k: v for k, v in ex.inputs.items() if k != "token_memory"})
+                for ex in data[0]]
+        train_channel(dataclasses.replace(cfg, relevance_tag=True), out_dir=tmp_path / "bare", progress=False,
+                      data=(bare, data[1]))

@@ -93,6 +93,7 @@ class CrossBundleAttention(nn.Module):
             self.token_map.weight.copy_(torch.eye(d_model))
         self.token_scale = nn.Parameter(torch.tensor(1.0))
         self.relevance = nn.Parameter(torch.zeros(d_model))  # the tag of attended memories' words
+        self.salient_memories = 0  # salient slots of the n most attended memories only (0: all); not a weight
 
     def forward(self, q_base: dict[str, Tensor], q_hidden: Tensor, dirn: dict[str, Tensor],
                 fiber: dict[str, Tensor], mask: Tensor | None = None,
@@ -137,6 +138,19 @@ class CrossBundleAttention(nn.Module):
             prefix = torch.cat([slots, prefix], dim=1)
         return prefix, weights
 
+    def kept_tokens(self, weights: dict[str, Tensor], token_memory: Tensor) -> Tensor:
+        """(B, S) True for the salient-token slots the prefix keeps: those of the `salient_memories`
+        memories with the most topic and context attention, or all where it is 0.
+
+        The words of the other retrieved memories sit beside the right ones in the prefix and the
+        reader answers from them as readily; the attention picks the gold memory more often than
+        retrieval's first place does (BENCHMARKS.md, "Training the memory channel")."""
+        if not self.salient_memories:
+            return torch.ones_like(token_memory, dtype=torch.bool)
+        a = torch.stack([weights[b] for b in RELEVANCE_BUNDLES]).mean(0)  # (B, K)
+        top = a.topk(min(self.salient_memories, a.shape[1]), dim=-1).indices  # (B, n)
+        return (token_memory[..., None] == top[:, None, :]).any(-1)  # (B, S)
+
     def to_bytes(self) -> bytes:
         return st_save({k: v.detach().contiguous() for k, v in self.state_dict().items()})
 
@@ -152,13 +166,14 @@ CHANNEL_FORMAT = "ams-channel/1"
 
 
 def save_channel(channel: CrossBundleAttention, backbone, path: str | Path, *, salient_tokens: int = 0,
-                 salient_separator: bool = False, recipe: dict | None = None) -> None:
+                 salient_separator: bool = False, salient_memories: int = 0, recipe: dict | None = None) -> None:
     """Write a trained channel (safetensors, fp16: half the bytes, and the prefix it makes is the
     same to within fp16 rounding), tagged with its backbone's identity, its shapes, and the salient
-    tokens per memory and separator setting it was trained with (a store that loads it uses them)."""
+    tokens per memory, separator and salient memories it was trained with (a store that loads it uses them)."""
     meta = {"format": CHANNEL_FORMAT, "backbone_identity": backbone.identity, "backbone_name": backbone.name,
             "slots": str(channel.slots), "d_model": str(channel.d_model), "salient_tokens": str(int(salient_tokens)),
-            "salient_separator": str(int(salient_separator)), "recipe": json.dumps(recipe or {})}
+            "salient_separator": str(int(salient_separator)), "salient_memories": str(int(salient_memories)),
+            "recipe": json.dumps(recipe or {})}
     state = {k: (v.half() if v.is_floating_point() else v).detach().contiguous() for k, v in channel.state_dict().items()}
     save_safetensors(state, path, meta)
 

@@ -201,6 +201,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = ChannelTrainConfig(backbone=args.backbone, salient_tokens=args.salient_tokens,
                              salient_separator=args.salient_separator, relevance_tag=args.relevance_tag,
+                             salient_memories=args.salient_memories,
                              train_episodes=args.episodes, val_episodes=args.val_episodes,
                              facts=args.facts, queries=args.queries, k=args.k, modes=args.modes,
                              prefix_target=args.prefix_target, hybrid_target=args.hybrid_target, steps=args.steps,
@@ -272,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a newline between memories' salient words in the prefix")
     t.add_argument("--relevance-tag", action=argparse.BooleanOptionalAction, default=False,
                    help="train the tag that marks each memory's salient-word slots with its attention weight")
+    t.add_argument("--salient-memories", type=int, default=0,
+                   help="salient words of only the n memories the channel attends to most (default 0: of all)")
     t.add_argument("--episodes", type=int, default=80, help="synthetic users of the train split")
     t.add_argument("--val-episodes", type=int, default=8, help="synthetic users of the held-out split")
     t.add_argument("--facts", type=_csv(int), default=(20, 50), help="facts per user, cycled (default: 20,50)")

@@ -185,6 +185,12 @@ class PrefixConfig(_Frozen):
     salient_separator: bool = Field(
         False, description="Put a newline token between the retrieved memories' salient words, so each memory's words "
         "read as a line of their own. Trained channel weights carry their own value, which wins.")
+    salient_memories: int = Field(
+        0, ge=0, le=64, description="Give the prefix the salient words of only the n retrieved memories the channel "
+        "attends to most (0: of every retrieved memory). Trained channel weights carry their own value, which wins.")
+
+
+ANSWER_TIME_PREFIX = {"salient_tokens", "salient_separator", "salient_memories"}  # read at answer time only
 
 
 class MemoryConfig(_Frozen):
@@ -251,7 +257,7 @@ class MemoryConfig(_Frozen):
         """The parts of the config that decide what bytes a store holds."""
         return {"embedder": self.embedder, "temporal": self.temporal.model_dump(),
                 "kakeya": self.kakeya.model_dump(),
-                "prefix": self.prefix.model_dump(exclude={"salient_tokens"})}  # read at answer time only
+                "prefix": self.prefix.model_dump(exclude=ANSWER_TIME_PREFIX)}
 
 
 class NewerSettings(ValueError):

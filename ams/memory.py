@@ -166,6 +166,7 @@ class Memory:
         self.weights: str | None = None  # the trained channel's file, when one is loaded
         self._salient_tokens = config.prefix.salient_tokens  # trained weights bring their own
         self._salient_separator = config.prefix.salient_separator
+        self.attention.salient_memories = config.prefix.salient_memories
         self._closed = False
         self._lock = threading.RLock()  # public calls run one at a time (`_guarded`)
         self._index: dict[str, BundleIndex] = {}  # bundle -> its retrieval keys, filled by _load
@@ -306,6 +307,7 @@ class Memory:
         self.attention.eval()
         self._salient_tokens = int(meta.get("salient_tokens", self._salient_tokens))
         self._salient_separator = meta.get("salient_separator", "0") == "1"  # files before it had none
+        self.attention.salient_memories = int(meta.get("salient_memories", "0"))  # nor this: every memory's words
         self.weights = str(path.resolve())
 
     def _record_weights(self, path: str, digest: str, recorded: tuple[str | None, str | None]) -> None:
@@ -1325,9 +1327,12 @@ class Memory:
         tokens = self.backbone.embed(token_ids.tolist())[None] if len(token_ids) else None  # (1, S, d)
         owner = inputs["token_memory"][None] if tokens is not None else None  # (1, S)
         with torch.no_grad():
-            prefix, _ = self.attention(**{k: _batched(v) for k, v in inputs.items() if not k.startswith("token_")},
-                                       tokens=tokens, token_memory=owner)
-        return prefix[0]
+            prefix, weights = self.attention(**{k: _batched(v) for k, v in inputs.items() if not k.startswith("token_")},
+                                             tokens=tokens, token_memory=owner)
+        if tokens is None:
+            return prefix[0]
+        S = tokens.shape[1]
+        return torch.cat([prefix[0, :S][self.attention.kept_tokens(weights, owner)[0]], prefix[0, S:]])
 
     def _prefix_inputs(self, query: str, points: dict[str, np.ndarray], rows: list[int],
                        now: float) -> dict[str, Any]:

@@ -62,6 +62,8 @@ class ChannelTrainConfig:
         salient_tokens: tokens of each retrieved memory's salient words given to the prefix (0:
             pooled slots only); saved with the weights, which a store then uses.
         salient_separator: a newline token between memories' salient words (saved with the weights).
+        salient_memories: give the prefix the salient words of only the n memories the channel
+            attends to most (0: every retrieved memory's); saved with the weights.
         relevance_tag: train the tag that marks each salient-token slot with its memory's attention
             weight (`CrossBundleAttention.relevance`); without it the tag stays zero.
         train_episodes: synthetic users (fresh stores) of the train split.
@@ -89,6 +91,7 @@ class ChannelTrainConfig:
     salient_tokens: int = 8
     salient_separator: bool = False
     relevance_tag: bool = False
+    salient_memories: int = 0
     train_episodes: int = 80
     val_episodes: int = 8
     facts: tuple[int, ...] = (20, 50)
@@ -121,8 +124,8 @@ class ChannelTrainConfig:
                 raise InvalidInput(f"{name} must be at least 1")
         if not self.facts or any(not 10 <= n <= 10_000 for n in self.facts):
             raise InvalidInput("facts per episode must lie between 10 and 10,000")
-        if not 0 <= self.salient_tokens <= 64:
-            raise InvalidInput("salient_tokens must lie between 0 and 64")
+        if not 0 <= self.salient_tokens <= 64 or not 0 <= self.salient_memories <= 64:
+            raise InvalidInput("salient_tokens and salient_memories must lie between 0 and 64")
         for name in ("prefix_target", "hybrid_target"):
             if getattr(self, name) not in TARGETS:
                 raise InvalidInput(f"{name} must be one of {TARGETS}, got {getattr(self, name)!r}")
@@ -293,7 +296,8 @@ def collate(examples: list[Example]) -> dict[str, Any]:
 
 
 def prefixes(channel, bb, examples: list[Example]) -> tuple[list[Tensor], dict[str, Tensor]]:
-    """Each question's prefix (S_i + L, d), salient-token padding dropped, and the attention weights."""
+    """Each question's prefix (S_i + L, d), salient-token padding dropped (and the words of memories
+    the channel does not keep: `CrossBundleAttention.kept_tokens`), and the attention weights."""
     batch = collate(examples)
     ids = [ex.inputs["token_ids"] for ex in examples]
     S = max(len(i) for i in ids)
@@ -307,7 +311,12 @@ def prefixes(channel, bb, examples: list[Example]) -> tuple[list[Tensor], dict[s
                                  for m in (ex.inputs["token_memory"] for ex in examples)]).to(padded.device)
     prefix, weights = channel(batch["q_base"], batch["q_hidden"], batch["dirn"], batch["fiber"], batch["mask"],
                               tokens=tokens, token_memory=owner)
-    return [torch.cat([p[: len(i)], p[S:]]) for i, p in zip(ids, prefix)], weights
+    if not S:
+        return list(prefix), weights
+    keep = torch.stack([torch.arange(S) < len(i) for i in ids]).to(prefix.device)  # (B, S): not the padding
+    if owner is not None:  # the salient words of the memories the channel attends to
+        keep &= getattr(channel, "module", channel).kept_tokens(weights, owner)  # (a wrapped one too)
+    return [torch.cat([p[:S][k], p[S:]]) for k, p in zip(keep, prefix)], weights
 
 
 def channel_loss(channel, bb, examples: list[Example], mode: str, *, retrieval_weight: float,
@@ -465,6 +474,7 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
             save_examples(train, cached[0], cfg.example_settings)
     torch.manual_seed(cfg.seed)
     channel.relevance.requires_grad_(cfg.relevance_tag)  # untrained, the tag stays zero and changes nothing
+    channel.salient_memories = cfg.salient_memories
     channel.train()
     optimizer = torch.optim.AdamW(channel.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: dict = {"config": _jsonable(asdict(cfg)), "step": [], "loss": [], "answer": [], "retrieval": [],
@@ -515,7 +525,7 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
         plot_history(history, out / "curves.png")
         if end == cfg.steps:
             save_channel(acc.unwrap_model(channel), bb, out / "channel.safetensors", recipe=history["config"],
-                         **cfg.example_settings)
+                         salient_memories=cfg.salient_memories, **cfg.example_settings)
     return history
 
 

@@ -131,3 +131,20 @@ def test_salient_token_slots_are_tagged_by_their_memorys_attention():
             expect = tokens[i, s] + (a[i, k] * att.relevance if k >= 0 else 0)
             torch.testing.assert_close(tagged[i, s], expect)
     torch.testing.assert_close(tagged[:, S:], untagged[:, S:])  # pooled slots carry no tag
+
+
+def test_the_prefix_can_keep_the_salient_words_of_the_most_attended_memories_only():
+    d = 8
+    att = CrossBundleAttention(d, {"temporal": 4, "topic": 4, "context": 4}, {"temporal": 6, "topic": d, "context": d},
+                               slots=2, temperature=0.01, token_norm=1.0)
+    dirn = {b: torch.eye(4)[None, :3].repeat(2, 1, 1) for b in BUNDLES}  # memories along e0, e1, e2
+    order = torch.tensor([[0.5, 0.0, 1.0, 0.0], [1.0, 0.5, 0.0, 0.0]])  # question 0: memories 2, 0, 1; question 1: 0, 1, 2
+    q = {b: order for b in BUNDLES}
+    fib = {"temporal": torch.zeros(2, 3, 6), "topic": torch.zeros(2, 3, d), "context": torch.zeros(2, 3, d)}
+    owner = torch.tensor([[0, 0, 1, 2, 2], [0, 1, 1, 2, -1]])
+    _, w = att(q, torch.zeros(2, d), dirn, fib, tokens=torch.zeros(2, 5, d), token_memory=owner)
+    assert att.kept_tokens(w, owner).all()  # 0: every memory's words
+    att.salient_memories = 1
+    assert att.kept_tokens(w, owner).tolist() == [[False, False, False, True, True], [True, False, False, False, False]]
+    att.salient_memories = 2
+    assert att.kept_tokens(w, owner).tolist() == [[True, True, False, True, True], [True, True, True, False, False]]

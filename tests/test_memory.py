@@ -264,6 +264,27 @@ def test_salient_words_of_each_memory_can_be_set_apart_by_a_newline(tiny_backbon
                                               + [-1] * len(newline) + [2] * len(words[2]))
 
 
+def test_a_prefix_can_carry_the_words_of_the_attended_memory_only(tiny_backbone_dir, tmp_path):
+    from ams.config import MemoryConfig, PrefixConfig
+
+    query, now = "Where does Tomas live?", 1.7e9
+    with ams.Memory.open(tmp_path / "m.db", backbone=tiny_backbone_dir, config=MemoryConfig(
+            prefix=PrefixConfig(salient_tokens=4, salient_memories=1))) as mem:
+        mem.write_many(FACTS)
+        points = mem._query_points(query, None, now)
+        rows = mem._retrieve(points, 3, query, now, {})[0]
+        inputs = mem._prefix_inputs(query, points, rows, now)
+        prefix = mem._prefix(inputs)
+        _, w = mem.attention(**{k: {b: t[None] for b, t in v.items()} if isinstance(v, dict) else v[None]
+                                for k, v in inputs.items() if not k.startswith("token_")})
+        top = int(((w["topic"] + w["context"]) / 2).argmax())
+        words = inputs["token_ids"][inputs["token_memory"] == top]
+        assert 0 < len(words) < len(inputs["token_ids"])
+        assert prefix.shape[0] == len(words) + mem.config.prefix.slots
+        torch.testing.assert_close(prefix[: len(words)], mem.backbone.embed(words.tolist()))
+        assert mem.generate(query, mode="prefix", max_new_tokens=2).prefix_slots == prefix.shape[0]
+
+
 def test_context_bundle_reads_the_session(fresh_store):
     fresh_store.write_many([{"text": "We talked about my trip to Peru.", "session": "trip"},
                             {"text": "The hotel had a great view.", "session": "trip"},

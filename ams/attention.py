@@ -18,10 +18,9 @@ Salient-token slots: a pooled fiber blends a memory's words into one vector, fro
 reader cannot spell a name it has never seen. So the channel also reads the retrieved memories'
 most surprising words (`HFBackbone.salient_ids`: whole words, chosen by the backbone's own
 surprisal) as input embeddings, through a map that starts at the identity and a scale that starts
-at one, and puts them before the pooled slots. Each of those slots is also tagged with how much the
-question attends to its memory: the relevance vector (zero untrained) times the memory's topic and
-context attention weight, so the reader can tell the memory a question is about from the others
-whose words sit beside it in the prefix.
+at one, and puts them before the pooled slots. Those words can be of the memory the question
+attends to most only (`salient_memories`): beside the right memory's words, the reader answers from
+the other memories' as readily.
 
 Glossary: B batch, K retrieved memories, L slots, S salient-token slots, d backbone width.
 """
@@ -44,7 +43,7 @@ from .checkpoints import save_safetensors
 from .errors import InvalidInput, StoreCorrupted, StoreMismatch
 
 # bundles whose attention says which memory a question is about: the training's retrieval term pulls
-# it toward the gold memory, and it tags each memory's salient-token slots
+# it toward the gold memory, and it picks the memories whose salient words the prefix keeps
 RELEVANCE_BUNDLES = ("topic", "context")
 
 
@@ -92,12 +91,11 @@ class CrossBundleAttention(nn.Module):
         with torch.no_grad():
             self.token_map.weight.copy_(torch.eye(d_model))
         self.token_scale = nn.Parameter(torch.tensor(1.0))
-        self.relevance = nn.Parameter(torch.zeros(d_model))  # the tag of attended memories' words
         self.salient_memories = 0  # salient slots of the n most attended memories only (0: all); not a weight
 
     def forward(self, q_base: dict[str, Tensor], q_hidden: Tensor, dirn: dict[str, Tensor],
                 fiber: dict[str, Tensor], mask: Tensor | None = None,
-                tokens: Tensor | None = None, token_memory: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+                tokens: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Prefix slots for a batch of questions.
 
         Args:
@@ -108,8 +106,6 @@ class CrossBundleAttention(nn.Module):
             mask: (B, K) True where a memory is present (fewer than K retrieved).
             tokens: (B, S, d) input embeddings of the retrieved memories' salient words, best
                 memory first, or None; they become S slots of their own, before the L others.
-            token_memory: (B, S) the retrieved memory (0 .. K-1) each salient token comes from, -1
-                for a separator or padding; None leaves the slots untagged.
 
         Returns:
             (prefix (B, S + L, d), attention weights {bundle: (B, K)}).
@@ -130,12 +126,7 @@ class CrossBundleAttention(nn.Module):
         u = torch.einsum("lde,be->bld", self.lifts, o)  # (B, L, d)
         prefix = self.scale * self.norm(u) / math.sqrt(self.d_model)
         if tokens is not None:
-            slots = self.token_scale * self.token_map(tokens.to(prefix.dtype))  # (B, S, d)
-            if token_memory is not None:
-                a = torch.stack([weights[b] for b in RELEVANCE_BUNDLES]).mean(0)  # (B, K)
-                tag = a.gather(1, token_memory.clamp_min(0)) * (token_memory >= 0)  # (B, S)
-                slots = slots + tag[..., None].to(slots.dtype) * self.relevance
-            prefix = torch.cat([slots, prefix], dim=1)
+            prefix = torch.cat([self.token_scale * self.token_map(tokens.to(prefix.dtype)), prefix], dim=1)
         return prefix, weights
 
     def kept_tokens(self, weights: dict[str, Tensor], token_memory: Tensor) -> Tensor:
@@ -166,14 +157,13 @@ CHANNEL_FORMAT = "ams-channel/1"
 
 
 def save_channel(channel: CrossBundleAttention, backbone, path: str | Path, *, salient_tokens: int = 0,
-                 salient_separator: bool = False, salient_memories: int = 0, recipe: dict | None = None) -> None:
+                 salient_memories: int = 0, recipe: dict | None = None) -> None:
     """Write a trained channel (safetensors, fp16: half the bytes, and the prefix it makes is the
     same to within fp16 rounding), tagged with its backbone's identity, its shapes, and the salient
-    tokens per memory, separator and salient memories it was trained with (a store that loads it uses them)."""
+    tokens per memory and salient memories it was trained with (a store that loads it uses them)."""
     meta = {"format": CHANNEL_FORMAT, "backbone_identity": backbone.identity, "backbone_name": backbone.name,
             "slots": str(channel.slots), "d_model": str(channel.d_model), "salient_tokens": str(int(salient_tokens)),
-            "salient_separator": str(int(salient_separator)), "salient_memories": str(int(salient_memories)),
-            "recipe": json.dumps(recipe or {})}
+            "salient_memories": str(int(salient_memories)), "recipe": json.dumps(recipe or {})}
     state = {k: (v.half() if v.is_floating_point() else v).detach().contiguous() for k, v in channel.state_dict().items()}
     save_safetensors(state, path, meta)
 
@@ -195,8 +185,6 @@ def load_channel(data: bytes, channel: CrossBundleAttention, backbone_identity: 
     if meta.get("backbone_identity") != backbone_identity:
         raise StoreMismatch(f"channel weights were trained for backbone {meta.get('backbone_name')!r} "
                             f"(identity {meta.get('backbone_identity')}); this one's identity is {backbone_identity}")
-    if "relevance" not in state:  # written before the tag existed, so trained without it: a zero tag
-        state["relevance"] = torch.zeros(channel.d_model, dtype=channel.relevance.dtype)
     try:
         channel.load_state_dict(state)
     except RuntimeError as e:

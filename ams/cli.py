@@ -200,7 +200,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import MODES, ChannelTrainConfig, train_channel
 
     cfg = ChannelTrainConfig(backbone=args.backbone, salient_tokens=args.salient_tokens,
-                             salient_separator=args.salient_separator, relevance_tag=args.relevance_tag,
                              salient_memories=args.salient_memories,
                              train_episodes=args.episodes, val_episodes=args.val_episodes,
                              facts=args.facts, queries=args.queries, k=args.k, modes=args.modes,
@@ -269,10 +268,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory: checkpoints, weights, curves (resumes if present)")
     t.add_argument("--backbone", default="smollm2-135m-instruct")
     t.add_argument("--salient-tokens", type=int, default=8, help="salient-word tokens per memory in the prefix (0: off)")
-    t.add_argument("--salient-separator", action=argparse.BooleanOptionalAction, default=False,
-                   help="a newline between memories' salient words in the prefix")
-    t.add_argument("--relevance-tag", action=argparse.BooleanOptionalAction, default=False,
-                   help="train the tag that marks each memory's salient-word slots with its attention weight")
     t.add_argument("--salient-memories", type=int, default=0,
                    help="salient words of only the n memories the channel attends to most (default 0: of all)")
     t.add_argument("--episodes", type=int, default=80, help="synthetic users of the train split")

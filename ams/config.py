@@ -182,15 +182,12 @@ class PrefixConfig(_Frozen):
         0, ge=0, le=64, description="Tokens of each retrieved memory's most surprising words given to the prefix as "
         "slots of their own (0: pooled slots only). Trained channel weights carry their own value, which wins; "
         "untrained, these slots cost hybrid answers (BENCHMARKS.md), so the default is 0.")
-    salient_separator: bool = Field(
-        False, description="Put a newline token between the retrieved memories' salient words, so each memory's words "
-        "read as a line of their own. Trained channel weights carry their own value, which wins.")
     salient_memories: int = Field(
         0, ge=0, le=64, description="Give the prefix the salient words of only the n retrieved memories the channel "
         "attends to most (0: of every retrieved memory). Trained channel weights carry their own value, which wins.")
 
 
-ANSWER_TIME_PREFIX = {"salient_tokens", "salient_separator", "salient_memories"}  # read at answer time only
+ANSWER_TIME_PREFIX = {"salient_tokens", "salient_memories"}  # read at answer time only
 
 
 class MemoryConfig(_Frozen):

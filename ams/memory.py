@@ -165,7 +165,6 @@ class Memory:
         ).eval()
         self.weights: str | None = None  # the trained channel's file, when one is loaded
         self._salient_tokens = config.prefix.salient_tokens  # trained weights bring their own
-        self._salient_separator = config.prefix.salient_separator
         self.attention.salient_memories = config.prefix.salient_memories
         self._closed = False
         self._lock = threading.RLock()  # public calls run one at a time (`_guarded`)
@@ -306,7 +305,6 @@ class Memory:
         meta = load_channel(data, self.attention, self.backbone.identity)
         self.attention.eval()
         self._salient_tokens = int(meta.get("salient_tokens", self._salient_tokens))
-        self._salient_separator = meta.get("salient_separator", "0") == "1"  # files before it had none
         self.attention.salient_memories = int(meta.get("salient_memories", "0"))  # nor this: every memory's words
         self.weights = str(path.resolve())
 
@@ -1325,21 +1323,20 @@ class Memory:
         """Cross-bundle attention over `_prefix_inputs` (the retrieved memories' decoded fibers) -> (L, d)."""
         token_ids = inputs["token_ids"]
         tokens = self.backbone.embed(token_ids.tolist())[None] if len(token_ids) else None  # (1, S, d)
-        owner = inputs["token_memory"][None] if tokens is not None else None  # (1, S)
         with torch.no_grad():
             prefix, weights = self.attention(**{k: _batched(v) for k, v in inputs.items() if not k.startswith("token_")},
-                                             tokens=tokens, token_memory=owner)
+                                             tokens=tokens)
         if tokens is None:
             return prefix[0]
-        S = tokens.shape[1]
-        return torch.cat([prefix[0, :S][self.attention.kept_tokens(weights, owner)[0]], prefix[0, S:]])
+        keep = self.attention.kept_tokens(weights, inputs["token_memory"][None])[0]  # (S,)
+        return torch.cat([prefix[0, : len(keep)][keep], prefix[0, len(keep) :]])
 
     def _prefix_inputs(self, query: str, points: dict[str, np.ndarray], rows: list[int],
                        now: float) -> dict[str, Any]:
         """What cross-bundle attention reads for one question, unbatched: q_base {bundle: (d_base,)},
         q_hidden (d,), dirn {bundle: (K, d_base)}, fiber {bundle: (K, d_fiber)} (decoded, as stored),
         token_ids (S,) the salient words of the memories, best memory first, and token_memory (S,)
-        the memory each comes from (-1 for a separator)."""
+        the memory each comes from."""
         ids = [self._ids[r] for r in rows]
         fib = {f: self._fetch(ids, f) for f in ("salient", "hidden")}
         access = np.array(self.store.access_counts(self.user_id, ids), dtype=np.float64)
@@ -1355,16 +1352,12 @@ class Memory:
 
     def _salient(self, rows: list[int]) -> dict[str, torch.Tensor]:
         """token_ids and token_memory: the salient words of the memories at `rows`, in that order,
-        with a newline between memories where the channel reads them so."""
+        and the index in `rows` of the memory each comes from."""
         ids: list[int] = []
         owner: list[int] = []
         if self._salient_tokens and rows:
             texts = [self.store.memory_row(self.user_id, self._ids[r])["text"] for r in rows]
-            separator = self.backbone.tokenize("\n") if self._salient_separator else []
             for k, words in enumerate(self.backbone.salient_ids(texts, self._salient_tokens)):
-                if words and ids:
-                    ids += separator
-                    owner += [-1] * len(separator)
                 ids += words
                 owner += [k] * len(words)
         return {"token_ids": torch.tensor(ids, dtype=torch.long), "token_memory": torch.tensor(owner, dtype=torch.long)}

@@ -1,8 +1,7 @@
 """Training the memory channel: cross-bundle attention learns to carry facts into the prefix.
 
 What trains: the query heads, the per-bundle value maps, the slot lifts, the LayerNorm, the
-prefix scale, the salient-token map and scale, and (with `relevance_tag`) the tag that marks each
-memory's salient-token slots with its attention weight (`CrossBundleAttention`). The backbone stays frozen; gradients reach the channel
+prefix scale, and the salient-token map and scale (`CrossBundleAttention`). The backbone stays frozen; gradients reach the channel
 through it. The bundles' geometry and the stored fields are not trained, so a store written before
 training works with trained weights, and switching weights never re-encodes a memory.
 
@@ -61,11 +60,8 @@ class ChannelTrainConfig:
         backbone: the frozen backbone the channel is trained for (its identity goes in the weights).
         salient_tokens: tokens of each retrieved memory's salient words given to the prefix (0:
             pooled slots only); saved with the weights, which a store then uses.
-        salient_separator: a newline token between memories' salient words (saved with the weights).
         salient_memories: give the prefix the salient words of only the n memories the channel
             attends to most (0: every retrieved memory's); saved with the weights.
-        relevance_tag: train the tag that marks each salient-token slot with its memory's attention
-            weight (`CrossBundleAttention.relevance`); without it the tag stays zero.
         train_episodes: synthetic users (fresh stores) of the train split.
         val_episodes: synthetic users of the held-out split.
         facts: facts per episode, cycled over the episodes.
@@ -89,8 +85,6 @@ class ChannelTrainConfig:
 
     backbone: str = "smollm2-135m-instruct"
     salient_tokens: int = 8
-    salient_separator: bool = False
-    relevance_tag: bool = False
     salient_memories: int = 0
     train_episodes: int = 80
     val_episodes: int = 8
@@ -140,7 +134,7 @@ class ChannelTrainConfig:
     @property
     def example_settings(self) -> dict:
         """What building the examples depends on beyond the users and questions."""
-        return {"salient_tokens": self.salient_tokens, "salient_separator": self.salient_separator}
+        return {"salient_tokens": self.salient_tokens}
 
     @property
     def needs_text_answers(self) -> bool:
@@ -173,7 +167,7 @@ VAL_SEEDS = 10_000  # validation users' session seeds start here: never a benchm
 
 
 def build_examples(backbone: str, split: str, episodes: int, *, facts: tuple[int, ...], queries: int, k: int,
-                   seed: int, salient_tokens: int = 8, salient_separator: bool = False, first_seed: int = 0,
+                   seed: int, salient_tokens: int = 8, first_seed: int = 0,
                    progress: Callable[[int], None] | None = None) -> list[Example]:
     """Write synthetic episodes of `split` to fresh stores and record each question's channel inputs.
 
@@ -185,7 +179,6 @@ def build_examples(backbone: str, split: str, episodes: int, *, facts: tuple[int
         queries: questions per episode.
         k: memories retrieved per question.
         salient_tokens: salient-word tokens per retrieved memory in the prefix inputs.
-        salient_separator: a newline token between memories' salient words.
         progress: called with the number of facts and questions done, as they are.
     """
     from .bench.synthetic import generate_session
@@ -197,7 +190,7 @@ def build_examples(backbone: str, split: str, episodes: int, *, facts: tuple[int
         session = generate_session(facts[e % len(facts)], seed=seed * 100_003 + first_seed + e, split=split,
                                    n_queries=queries)
         with tempfile.TemporaryDirectory() as tmp, Memory.open(Path(tmp) / "episode.db", backbone=backbone,
-                                                                config=_config(salient_tokens, salient_separator),
+                                                                config=_config(salient_tokens),
                                                                 weights="untrained") as mem:
             times = _fact_times(session)
             ids = mem.write_many([{"text": f.text, "ts": t, "session": f.session}
@@ -310,7 +303,7 @@ def prefixes(channel, bb, examples: list[Example]) -> tuple[list[Tensor], dict[s
             owner = torch.stack([torch.cat([m, m.new_full((S - len(m),), -1)])
                                  for m in (ex.inputs["token_memory"] for ex in examples)]).to(padded.device)
     prefix, weights = channel(batch["q_base"], batch["q_hidden"], batch["dirn"], batch["fiber"], batch["mask"],
-                              tokens=tokens, token_memory=owner)
+                              tokens=tokens)
     if not S:
         return list(prefix), weights
     keep = torch.stack([torch.arange(S) < len(i) for i in ids]).to(prefix.device)  # (B, S): not the padding
@@ -444,8 +437,8 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
     acc = Accelerator(cpu=not torch.cuda.is_available())
     cached = out / "examples-train.safetensors", out / "examples-val.safetensors"
     if data is None and all(p.is_file() for p in cached):  # a resumed run, or the same data again
-        for p in cached:  # files from before settings were kept were built without separators
-            built = examples_settings(p) or {"salient_separator": False}
+        for p in cached:  # files from before the settings were kept say nothing
+            built = examples_settings(p)
             if any(built.get(k, v) != v for k, v in cfg.example_settings.items()):
                 raise InvalidInput(f"{p} was built with {built}, this recipe needs {cfg.example_settings}: "
                                    "remove the examples files to build them again")
@@ -458,9 +451,9 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
     train, val = data
     if not train or not val:
         raise InvalidInput("no training or validation questions were built")
-    if cfg.relevance_tag and not all("token_memory" in ex.inputs for ex in train + val):
-        raise InvalidInput("the examples were built before salient tokens knew their memory, so the relevance "
-                           "tag cannot be trained on them: build them again")
+    if cfg.salient_memories and not all("token_memory" in ex.inputs for ex in train + val):
+        raise InvalidInput("the examples were built before salient tokens knew their memory, so the prefix cannot "
+                           "keep the attended memory's words only: build them again")
     # a fresh channel, as Memory builds it: never the one the package ships, which this run may remake
     with Memory.open(":memory:", backbone=cfg.backbone, config=_config(**cfg.example_settings),
                      weights="untrained") as probe:
@@ -473,7 +466,6 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
         if acc.is_main_process:  # kept with the examples: a resumed run does not answer again
             save_examples(train, cached[0], cfg.example_settings)
     torch.manual_seed(cfg.seed)
-    channel.relevance.requires_grad_(cfg.relevance_tag)  # untrained, the tag stays zero and changes nothing
     channel.salient_memories = cfg.salient_memories
     channel.train()
     optimizer = torch.optim.AdamW(channel.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -548,10 +540,10 @@ def _build_data(cfg: ChannelTrainConfig, *, progress: bool) -> tuple[list[Exampl
     return train, val
 
 
-def _config(salient_tokens: int, salient_separator: bool = False):
+def _config(salient_tokens: int):
     from .config import MemoryConfig, PrefixConfig
 
-    return MemoryConfig(prefix=PrefixConfig(salient_tokens=salient_tokens, salient_separator=salient_separator))
+    return MemoryConfig(prefix=PrefixConfig(salient_tokens=salient_tokens))
 
 
 def _jsonable(d: dict) -> dict:

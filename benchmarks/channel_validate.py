@@ -39,20 +39,20 @@ def main() -> None:
     args = p.parse_args()
     channels = dict(c.split("=", 1) for c in args.channels)
 
-    built: dict[tuple, list] = {}  # the same users and questions; salient tokens as each channel reads them
+    built: dict[int, list] = {}  # the same users and questions; salient tokens as each channel reads them
 
     def examples_for(path: str) -> list:
         with safe_open(path, "pt") as f:
             meta = f.metadata() or {}
-        key = int(meta.get("salient_tokens", 8)), meta.get("salient_separator", "0") == "1"
+        key = int(meta.get("salient_tokens", 8))
         if key not in built:
             t0 = time.perf_counter()
             built[key] = build_examples(args.backbone, "heldout", args.users, facts=(20, 50), queries=20, k=3, seed=0,
-                                        salient_tokens=key[0], salient_separator=key[1],
+                                        salient_tokens=key,
                                         first_seed=args.first_seed)[: args.answers]
             print(f"{len(built[key])} questions from {args.users} held-out users "
                   f"({sum(ex.gold >= 0 for ex in built[key]) / len(built[key]):.2f} with the gold memory retrieved), "
-                  f"salient tokens {key[0]}, separator {key[1]}: built in {time.perf_counter() - t0:.0f} s",
+                  f"salient tokens {key}: built in {time.perf_counter() - t0:.0f} s",
                   file=sys.stderr)
         return built[key]
 

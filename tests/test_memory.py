@@ -241,29 +241,6 @@ def test_prefix_has_the_backbone_width_and_token_norm(tiny_backbone_dir, tmp_pat
     fresh_store.close()
 
 
-def test_salient_words_of_each_memory_can_be_set_apart_by_a_newline(tiny_backbone_dir, tmp_path):
-    from ams.config import MemoryConfig, PrefixConfig
-
-    query, now = "Where does Tomas live?", 1.7e9
-    got = {}
-    for separator in (False, True):
-        with ams.Memory.open(tmp_path / f"s{separator}.db", backbone=tiny_backbone_dir, config=MemoryConfig(
-                prefix=PrefixConfig(salient_tokens=4, salient_separator=separator))) as mem:
-            mem.write_many(FACTS)
-            points = mem._query_points(query, None, now)
-            rows = mem._retrieve(points, 3, query, now, {})[0]
-            got[separator] = mem._prefix_inputs(query, points, rows, now)
-            words = [mem.backbone.salient_ids([mem.get(mem._ids[r]).text], 4)[0] for r in rows]
-            newline = mem.backbone.tokenize("\n")
-    assert len(words) == 3 and all(words)
-    plain, apart = got[False], got[True]
-    assert plain["token_ids"].tolist() == [t for w in words for t in w]
-    assert plain["token_memory"].tolist() == [k for k, w in enumerate(words) for _ in w]
-    assert apart["token_ids"].tolist() == words[0] + newline + words[1] + newline + words[2]
-    assert apart["token_memory"].tolist() == ([0] * len(words[0]) + [-1] * len(newline) + [1] * len(words[1])
-                                              + [-1] * len(newline) + [2] * len(words[2]))
-
-
 def test_a_prefix_can_carry_the_words_of_the_attended_memory_only(tiny_backbone_dir, tmp_path):
     from ams.config import MemoryConfig, PrefixConfig
 
@@ -278,6 +255,9 @@ def test_a_prefix_can_carry_the_words_of_the_attended_memory_only(tiny_backbone_
         _, w = mem.attention(**{k: {b: t[None] for b, t in v.items()} if isinstance(v, dict) else v[None]
                                 for k, v in inputs.items() if not k.startswith("token_")})
         top = int(((w["topic"] + w["context"]) / 2).argmax())
+        words = [mem.backbone.salient_ids([mem.get(mem._ids[r]).text], 4)[0] for r in rows]
+        assert inputs["token_ids"].tolist() == [t for w in words for t in w]  # every retrieved memory's words,
+        assert inputs["token_memory"].tolist() == [k for k, w in enumerate(words) for _ in w]  # and whose they are
         words = inputs["token_ids"][inputs["token_memory"] == top]
         assert 0 < len(words) < len(inputs["token_ids"])
         assert prefix.shape[0] == len(words) + mem.config.prefix.slots

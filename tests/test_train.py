@@ -11,7 +11,6 @@ from safetensors import safe_open
 
 import ams
 from ams.attention import load_channel, save_channel
-from ams.checkpoints import save_safetensors
 from ams.errors import InvalidInput, StoreMismatch
 from ams.train import (
     ChannelTrainConfig,
@@ -338,42 +337,28 @@ def test_equal_weights_make_equal_files(tiny_backbone_dir, tmp_path):
         assert json.loads(meta["recipe"]) == recipe and meta["salient_tokens"] == "8"
 
 
-def test_a_run_with_separators_and_the_tag_writes_them_into_its_weights(tiny_backbone_dir, tmp_path):
-    cfg = ChannelTrainConfig(backbone=tiny_backbone_dir, salient_separator=True, relevance_tag=True, train_episodes=1,
-                             val_episodes=1, facts=(10,), queries=4, steps=2, batch_size=4, eval_every=2,
-                             eval_answers=2, max_new_tokens=2, warmup=1, lr=1e-2, prefix_target="entity")
+
+def test_a_run_that_keeps_the_attended_memorys_words_writes_that_into_its_weights(tiny_backbone_dir, tmp_path):
+    cfg = ChannelTrainConfig(backbone=tiny_backbone_dir, salient_memories=1, train_episodes=1, val_episodes=1,
+                             facts=(10,), queries=4, steps=2, batch_size=4, eval_every=2, eval_answers=2,
+                             max_new_tokens=2, warmup=1, prefix_target="entity")
     train_channel(cfg, out_dir=tmp_path / "run", progress=False)
-    kept = load_examples(tmp_path / "run" / "examples-train.safetensors")
-    assert examples_settings(tmp_path / "run" / "examples-train.safetensors") == cfg.example_settings
-    assert any((ex.inputs["token_memory"] == -1).any() for ex in kept)  # newlines between memories' words
+    assert examples_settings(tmp_path / "run" / "examples-train.safetensors") == {"salient_tokens": 8}
     weights = tmp_path / "run" / "channel.safetensors"
     with safe_open(str(weights), "pt") as f:
-        assert f.metadata()["salient_separator"] == "1" and f.get_tensor("relevance").abs().sum() > 0
+        assert f.metadata()["salient_memories"] == "1"
     with ams.Memory.open(tmp_path / "a.db", backbone=tiny_backbone_dir, weights=weights) as mem:
-        assert mem._salient_separator and mem.attention.relevance.abs().sum() > 0
-    # the same directory under another setting: its cached examples do not fit, and the run says so
-    other = dataclasses.replace(cfg, salient_separator=False, relevance_tag=False)
+        assert mem.config.prefix.salient_memories == 0 and mem.attention.salient_memories == 1  # the weights' own
+    # the same directory with another number of salient tokens: its cached examples do not fit, and the run says so
     with pytest.raises(InvalidInput, match="was built with"):
-        train_channel(other, out_dir=tmp_path / "run", progress=False)
+        train_channel(dataclasses.replace(cfg, salient_tokens=4), out_dir=tmp_path / "run", progress=False)
 
 
-def test_without_the_tag_a_run_leaves_it_zero_and_old_files_load_untagged(data, tiny_backbone_dir, tmp_path):
-    cfg = ChannelTrainConfig(backbone=tiny_backbone_dir, steps=2, batch_size=4, eval_every=2, eval_answers=2,
-                             max_new_tokens=2, warmup=1, lr=1e-2, prefix_target="entity")
-    train_channel(cfg, out_dir=tmp_path / "run", progress=False, data=data)
-    with safe_open(str(tmp_path / "run" / "channel.safetensors"), "pt") as f:
-        state = {k: f.get_tensor(k) for k in f.keys()}
-        meta = f.metadata()
-    assert not state["relevance"].any() and meta["salient_separator"] == "0"
-    # a file written before the tag existed has no such tensor: it loads, with a zero tag
-    del state["relevance"]
-    old = tmp_path / "old.safetensors"
-    save_safetensors(state, old, {k: v for k, v in meta.items() if k != "salient_separator"})
-    with ams.Memory.open(tmp_path / "b.db", backbone=tiny_backbone_dir, weights=old) as mem:
-        assert not mem.attention.relevance.any() and not mem._salient_separator
-        torch.testing.assert_close(mem.attention.scale.half(), state["scale"])
-    with pytest.raises(InvalidInput, match="built before"):  # examples without token_memory cannot train it
-        bare = [dataclasses.replace(ex, inputs={k: v for k, v in ex.inputs.items() if k != "token_memory"})
-                for ex in data[0]]
-        train_channel(dataclasses.replace(cfg, relevance_tag=True), out_dir=tmp_path / "bare", progress=False,
-                      data=(bare, data[1]))
+def test_examples_that_do_not_say_whose_words_they_hold_cannot_train_a_choice_of_them(data, tiny_backbone_dir,
+                                                                                     tmp_path):
+    bare = [dataclasses.replace(ex, inputs={k: v for k, v in ex.inputs.items() if k != "token_memory"})
+            for ex in data[0]]
+    cfg = ChannelTrainConfig(backbone=tiny_backbone_dir, salient_memories=1, steps=1, batch_size=4, eval_every=1,
+                             eval_answers=2, max_new_tokens=2, warmup=1, prefix_target="entity")
+    with pytest.raises(InvalidInput, match="built before"):
+        train_channel(cfg, out_dir=tmp_path / "bare", progress=False, data=(bare, data[1]))

@@ -91,7 +91,7 @@ class CrossBundleAttention(nn.Module):
         with torch.no_grad():
             self.token_map.weight.copy_(torch.eye(d_model))
         self.token_scale = nn.Parameter(torch.tensor(1.0))
-        self.salient_memories = 0  # salient slots of the n most attended memories only (0: all); not a weight
+        self.salient_memories = 0  # salient slots of the n most attended memories only (0: all); a store setting
 
     def forward(self, q_base: dict[str, Tensor], q_hidden: Tensor, dirn: dict[str, Tensor],
                 fiber: dict[str, Tensor], mask: Tensor | None = None,
@@ -157,13 +157,13 @@ CHANNEL_FORMAT = "ams-channel/1"
 
 
 def save_channel(channel: CrossBundleAttention, backbone, path: str | Path, *, salient_tokens: int = 0,
-                 salient_memories: int = 0, recipe: dict | None = None) -> None:
+                 recipe: dict | None = None) -> None:
     """Write a trained channel (safetensors, fp16: half the bytes, and the prefix it makes is the
     same to within fp16 rounding), tagged with its backbone's identity, its shapes, and the salient
-    tokens per memory and salient memories it was trained with (a store that loads it uses them)."""
+    tokens per memory it was trained with (a store that loads it uses that number)."""
     meta = {"format": CHANNEL_FORMAT, "backbone_identity": backbone.identity, "backbone_name": backbone.name,
             "slots": str(channel.slots), "d_model": str(channel.d_model), "salient_tokens": str(int(salient_tokens)),
-            "salient_memories": str(int(salient_memories)), "recipe": json.dumps(recipe or {})}
+            "recipe": json.dumps(recipe or {})}
     state = {k: (v.half() if v.is_floating_point() else v).detach().contiguous() for k, v in channel.state_dict().items()}
     save_safetensors(state, path, meta)
 

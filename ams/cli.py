@@ -269,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--backbone", default="smollm2-135m-instruct")
     t.add_argument("--salient-tokens", type=int, default=8, help="salient-word tokens per memory in the prefix (0: off)")
     t.add_argument("--salient-memories", type=int, default=0,
-                   help="salient words of only the n memories the channel attends to most (default 0: of all)")
+                   help="train with the salient words of only the n memories the channel attends to most "
+                   "(default 0: of all; answering, the store's own setting decides)")
     t.add_argument("--episodes", type=int, default=80, help="synthetic users of the train split")
     t.add_argument("--val-episodes", type=int, default=8, help="synthetic users of the held-out split")
     t.add_argument("--facts", type=_csv(int), default=(20, 50), help="facts per user, cycled (default: 20,50)")

@@ -305,7 +305,6 @@ class Memory:
         meta = load_channel(data, self.attention, self.backbone.identity)
         self.attention.eval()
         self._salient_tokens = int(meta.get("salient_tokens", self._salient_tokens))
-        self.attention.salient_memories = int(meta.get("salient_memories", "0"))  # nor this: every memory's words
         self.weights = str(path.resolve())
 
     def _record_weights(self, path: str, digest: str, recorded: tuple[str | None, str | None]) -> None:

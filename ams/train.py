@@ -60,8 +60,9 @@ class ChannelTrainConfig:
         backbone: the frozen backbone the channel is trained for (its identity goes in the weights).
         salient_tokens: tokens of each retrieved memory's salient words given to the prefix (0:
             pooled slots only); saved with the weights, which a store then uses.
-        salient_memories: give the prefix the salient words of only the n memories the channel
-            attends to most (0: every retrieved memory's); saved with the weights.
+        salient_memories: train with the salient words of only the n memories the channel attends
+            to most (0: every retrieved memory's). Recorded in the recipe; at answer time the store's
+            own setting (`PrefixConfig.salient_memories`) decides.
         train_episodes: synthetic users (fresh stores) of the train split.
         val_episodes: synthetic users of the held-out split.
         facts: facts per episode, cycled over the episodes.
@@ -517,7 +518,7 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
         plot_history(history, out / "curves.png")
         if end == cfg.steps:
             save_channel(acc.unwrap_model(channel), bb, out / "channel.safetensors", recipe=history["config"],
-                         salient_memories=cfg.salient_memories, **cfg.example_settings)
+                         **cfg.example_settings)
     return history
 
 

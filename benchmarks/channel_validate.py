@@ -25,6 +25,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 import ams
+from ams.config import MemoryConfig, PrefixConfig
 from ams.train import answer_hits, build_examples
 
 
@@ -35,6 +36,8 @@ def main() -> None:
     p.add_argument("--users", type=int, default=12)
     p.add_argument("--answers", type=int, default=120)
     p.add_argument("--first-seed", type=int, default=20_000)
+    p.add_argument("--salient-memories", type=int, default=PrefixConfig().salient_memories,
+                   help="memories whose salient words the prefix keeps, 0 for all (default: the store's default)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     channels = dict(c.split("=", 1) for c in args.channels)
@@ -57,12 +60,14 @@ def main() -> None:
         return built[key]
 
     examples = examples_for(next(iter(channels.values())))
-    report: dict = {"users": args.users, "first_seed": args.first_seed, "questions": len(examples), "channels": {}}
+    report: dict = {"users": args.users, "first_seed": args.first_seed, "questions": len(examples),
+                    "salient_memories": args.salient_memories, "channels": {}}
     with ams.Memory.open(":memory:", backbone=args.backbone, weights="untrained") as mem:  # text uses no channel
         text_rate, text = answer_hits(mem.attention, mem.backbone, examples, "text", max_new_tokens=30)
     report["text_hit"] = text_rate
     for name, path in channels.items():
-        with ams.Memory.open(":memory:", backbone=args.backbone, weights=path) as mem:
+        config = MemoryConfig(prefix=PrefixConfig(salient_memories=args.salient_memories))
+        with ams.Memory.open(":memory:", backbone=args.backbone, weights=path, config=config) as mem:
             row = {"weights": path}
             own = examples_for(path)  # the text prompts are the same whatever the salient settings
             for mode in ("prefix", "hybrid"):

@@ -16,6 +16,7 @@ import statistics
 import time
 
 import ams
+from ams.config import MemoryConfig, PrefixConfig
 from ams.session import is_hit, is_substring_hit, load_session, seed_path
 
 
@@ -27,6 +28,8 @@ def main() -> None:
     p.add_argument("--backbone", default="smollm2-135m-instruct")
     p.add_argument("--weights", default=None, help="channel weights for prefix and hybrid: a file, or untrained (default: the shipped channel)")
     p.add_argument("--modes", default="none,full,flat,text,prefix,hybrid", help="modes to answer in, comma-separated")
+    p.add_argument("--salient-memories", type=int, default=PrefixConfig().salient_memories,
+                   help="memories whose salient words the prefix keeps, 0 for all (default: the store's default)")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -34,7 +37,8 @@ def main() -> None:
     if bad or not modes:
         p.error(f"--modes takes modes among {', '.join(ams.MODES)}; got {args.modes!r}")
     s = load_session(args.session)
-    with ams.Memory.open(":memory:", backbone=args.backbone, weights=args.weights) as mem:
+    config = MemoryConfig(prefix=PrefixConfig(salient_memories=args.salient_memories))
+    with ams.Memory.open(":memory:", backbone=args.backbone, weights=args.weights, config=config) as mem:
         t0 = time.perf_counter()
         ids = mem.write_many([f.text for f in s.facts])
         write_ms = (time.perf_counter() - t0) * 1000 / len(ids)

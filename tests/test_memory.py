@@ -223,7 +223,8 @@ def test_prefix_has_the_backbone_width_and_token_norm(tiny_backbone_dir, tmp_pat
     from ams.config import MemoryConfig, PrefixConfig
 
     fresh_store = ams.Memory.open(tmp_path / "p.db", backbone=tiny_backbone_dir,
-                                  config=MemoryConfig(prefix=PrefixConfig(salient_tokens=salient_tokens)))
+                                  config=MemoryConfig(prefix=PrefixConfig(salient_tokens=salient_tokens,
+                                                                          salient_memories=0)))  # every memory's
     fresh_store.write_many(FACTS)
     points = fresh_store._query_points("Where does Tomas live?", None, 1.7e9)
     rows = fresh_store._retrieve(points, 3, "Where does Tomas live?", 1.7e9, {})[0]

@@ -11,6 +11,7 @@ from safetensors import safe_open
 
 import ams
 from ams.attention import load_channel, save_channel
+from ams.config import MemoryConfig, PrefixConfig
 from ams.errors import InvalidInput, StoreMismatch
 from ams.train import (
     ChannelTrainConfig,
@@ -338,7 +339,7 @@ def test_equal_weights_make_equal_files(tiny_backbone_dir, tmp_path):
 
 
 
-def test_a_run_that_keeps_the_attended_memorys_words_writes_that_into_its_weights(tiny_backbone_dir, tmp_path):
+def test_a_run_can_train_with_the_attended_memorys_words_only(tiny_backbone_dir, tmp_path):
     cfg = ChannelTrainConfig(backbone=tiny_backbone_dir, salient_memories=1, train_episodes=1, val_episodes=1,
                              facts=(10,), queries=4, steps=2, batch_size=4, eval_every=2, eval_answers=2,
                              max_new_tokens=2, warmup=1, prefix_target="entity")
@@ -346,9 +347,12 @@ def test_a_run_that_keeps_the_attended_memorys_words_writes_that_into_its_weight
     assert examples_settings(tmp_path / "run" / "examples-train.safetensors") == {"salient_tokens": 8}
     weights = tmp_path / "run" / "channel.safetensors"
     with safe_open(str(weights), "pt") as f:
-        assert f.metadata()["salient_memories"] == "1"
-    with ams.Memory.open(tmp_path / "a.db", backbone=tiny_backbone_dir, weights=weights) as mem:
-        assert mem.config.prefix.salient_memories == 0 and mem.attention.salient_memories == 1  # the weights' own
+        assert json.loads(f.metadata()["recipe"])["salient_memories"] == 1
+    # answering, the store's setting decides, whatever the recipe trained with
+    for n in (0, 2):
+        with ams.Memory.open(tmp_path / f"{n}.db", backbone=tiny_backbone_dir, weights=weights,
+                             config=MemoryConfig(prefix=PrefixConfig(salient_memories=n))) as mem:
+            assert mem.attention.salient_memories == n
     # the same directory with another number of salient tokens: its cached examples do not fit, and the run says so
     with pytest.raises(InvalidInput, match="was built with"):
         train_channel(dataclasses.replace(cfg, salient_tokens=4), out_dir=tmp_path / "run", progress=False)

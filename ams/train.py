@@ -1,8 +1,8 @@
 """Training the memory channel: cross-bundle attention learns to carry facts into the prefix.
 
 What trains: the query heads, the per-bundle value maps, the slot lifts, the LayerNorm, the
-prefix scale, and the salient-token map and scale (`CrossBundleAttention`). The backbone stays frozen; gradients reach the channel
-through it. The bundles' geometry and the stored fields are not trained, so a store written before
+prefix scale, and the salient-token map and scale (`CrossBundleAttention`). The backbone stays
+frozen; gradients reach the channel through it. The bundles' geometry and the stored fields are not trained, so a store written before
 training works with trained weights, and switching weights never re-encodes a memory.
 
 Data comes from the synthetic generator, `train` split only: per episode a fresh store (a real
@@ -239,11 +239,18 @@ def save_examples(examples: list[Example], path: str | Path, settings: dict | No
 
 
 def examples_settings(path: str | Path) -> dict:
-    """The settings an examples file was built with; {} for files written before they were kept."""
+    """The settings an examples file was built with; {} for files written before they were kept.
+
+    Raises:
+        InvalidInput: the file is not a safetensors file.
+    """
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        return json.loads((f.metadata() or {}).get("settings", "{}"))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads((f.metadata() or {}).get("settings", "{}"))
+    except Exception as e:
+        raise InvalidInput(f"{path} is not a file of channel training examples: {e}") from e
 
 
 def load_examples(path: str | Path) -> list[Example]:

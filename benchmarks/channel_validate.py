@@ -8,9 +8,10 @@
 Builds the channel's inputs for `--users` synthetic users of the held-out split whose session seeds
 start at `--first-seed` (20,000: `ams train` validates on seeds from 10,000 and the benchmark
 writes seed 0), exactly as `ams train` builds them (real stores, the retrieval `generate` uses,
-each channel's own salient-token settings, read from its file). Then, for each channel, greedy answers (30 new tokens) in `prefix`
-and `hybrid` mode to the first `--answers` questions, and once in `text` mode (the hybrid prompt
-without a prefix). Besides hit-rates it counts, per channel, the questions `hybrid` gets right
+the salient tokens per memory each channel's file names). Then, for each channel, greedy answers
+(30 new tokens) in `prefix` and `hybrid` mode to the first `--answers` questions, the prefix
+keeping the salient words of `--salient-memories` memories, and once in `text` mode (the hybrid
+prompt without a prefix). Besides hit-rates it counts, per channel, the questions `hybrid` gets right
 and `text` wrong and the reverse: on the same questions, that is the comparison that matters.
 """
 
@@ -51,12 +52,10 @@ def main() -> None:
         if key not in built:
             t0 = time.perf_counter()
             built[key] = build_examples(args.backbone, "heldout", args.users, facts=(20, 50), queries=20, k=3, seed=0,
-                                        salient_tokens=key,
-                                        first_seed=args.first_seed)[: args.answers]
+                                        salient_tokens=key, first_seed=args.first_seed)[: args.answers]
             print(f"{len(built[key])} questions from {args.users} held-out users "
                   f"({sum(ex.gold >= 0 for ex in built[key]) / len(built[key]):.2f} with the gold memory retrieved), "
-                  f"salient tokens {key}: built in {time.perf_counter() - t0:.0f} s",
-                  file=sys.stderr)
+                  f"salient tokens {key}: built in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         return built[key]
 
     examples = examples_for(next(iter(channels.values())))

@@ -356,6 +356,10 @@ def test_a_run_can_train_with_the_attended_memorys_words_only(tiny_backbone_dir,
     # the same directory with another number of salient tokens: its cached examples do not fit, and the run says so
     with pytest.raises(InvalidInput, match="was built with"):
         train_channel(dataclasses.replace(cfg, salient_tokens=4), out_dir=tmp_path / "run", progress=False)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(InvalidInput, match="not a file of channel training examples"):
+        examples_settings(junk)
 
 
 def test_examples_that_do_not_say_whose_words_they_hold_cannot_train_a_choice_of_them(data, tiny_backbone_dir,

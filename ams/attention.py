@@ -18,9 +18,9 @@ Salient-token slots: a pooled fiber blends a memory's words into one vector, fro
 reader cannot spell a name it has never seen. So the channel also reads the retrieved memories'
 most surprising words (`HFBackbone.salient_ids`: whole words, chosen by the backbone's own
 surprisal) as input embeddings, through a map that starts at the identity and a scale that starts
-at one, and puts them before the pooled slots. Those words can be of the memory the question
-attends to most only (`salient_memories`): beside the right memory's words, the reader answers from
-the other memories' as readily.
+at one, and puts them before the pooled slots. A store gives it the words of the memory it
+chooses only (`PrefixConfig.salient_memories`, `Memory._choice`): beside the right memory's words,
+the reader answers from the other memories' as readily.
 
 Glossary: B batch, K retrieved memories, L slots, S salient-token slots, d backbone width.
 """
@@ -91,7 +91,6 @@ class CrossBundleAttention(nn.Module):
         with torch.no_grad():
             self.token_map.weight.copy_(torch.eye(d_model))
         self.token_scale = nn.Parameter(torch.tensor(1.0))
-        self.salient_memories = 0  # salient slots of the n most attended memories only (0: all); a store setting
 
     def forward(self, q_base: dict[str, Tensor], q_hidden: Tensor, dirn: dict[str, Tensor],
                 fiber: dict[str, Tensor], mask: Tensor | None = None,
@@ -126,20 +125,37 @@ class CrossBundleAttention(nn.Module):
         u = torch.einsum("lde,be->bld", self.lifts, o)  # (B, L, d)
         prefix = self.scale * self.norm(u) / math.sqrt(self.d_model)
         if tokens is not None:
-            prefix = torch.cat([self.token_scale * self.token_map(tokens.to(prefix.dtype)), prefix], dim=1)
+            prefix = torch.cat([self.token_slots(tokens).to(prefix.dtype), prefix], dim=1)
         return prefix, weights
 
-    def kept_tokens(self, weights: dict[str, Tensor], token_memory: Tensor) -> Tensor:
-        """(B, S) True for the salient-token slots the prefix keeps: those of the `salient_memories`
-        memories with the most topic and context attention, or all where it is 0.
+    def token_slots(self, tokens: Tensor) -> Tensor:
+        """(B, S, d) salient-token slots from the words' input embeddings (B, S, d). They do not
+        depend on the attention, so a caller may add them after it (`Memory._prefix` does, reading
+        only the words of the memories it keeps)."""
+        return self.token_scale * self.token_map(tokens.to(self.token_map.weight.dtype))
 
-        The words of the other retrieved memories sit beside the right ones in the prefix and the
-        reader answers from them as readily; the attention picks the gold memory more often than
-        retrieval's first place does (BENCHMARKS.md, "Training the memory channel")."""
-        if not self.salient_memories:
+    @staticmethod
+    def relevance(weights: dict[str, Tensor]) -> Tensor:
+        """(B, K) the mean topic and context attention on each retrieved memory: the channel's own
+        ranking of them, trained by the retrieval term (a store weighs it with retrieval's score:
+        `Memory._choice`)."""
+        return torch.stack([weights[b] for b in RELEVANCE_BUNDLES]).mean(0)
+
+    @classmethod
+    def attended(cls, weights: dict[str, Tensor], n: int) -> Tensor:
+        """(B, min(n, K)) the n memories of most `relevance`, in retrieval order. The words of the
+        other retrieved memories sit beside the right ones in the prefix and the reader answers from
+        them as readily."""
+        a = cls.relevance(weights)  # (B, K)
+        return a.topk(min(n, a.shape[1]), dim=-1).indices.sort(-1).values
+
+    @classmethod
+    def kept_tokens(cls, weights: dict[str, Tensor], token_memory: Tensor, n: int) -> Tensor:
+        """(B, S) True for the salient-token slots of the `n` most attended memories (`attended`),
+        every one where n is 0. token_memory (B, S): the memory each slot's word comes from."""
+        if not n:
             return torch.ones_like(token_memory, dtype=torch.bool)
-        a = torch.stack([weights[b] for b in RELEVANCE_BUNDLES]).mean(0)  # (B, K)
-        top = a.topk(min(self.salient_memories, a.shape[1]), dim=-1).indices  # (B, n)
+        top = cls.attended(weights, n)  # (B, n)
         return (token_memory[..., None] == top[:, None, :]).any(-1)  # (B, S)
 
     def to_bytes(self) -> bytes:

@@ -183,13 +183,23 @@ class PrefixConfig(_Frozen):
         "slots of their own (0: pooled slots only). Trained channel weights carry their own value, which wins; "
         "untrained, these slots cost hybrid answers (BENCHMARKS.md), so the default is 0.")
     salient_memories: int = Field(
-        1, ge=0, le=64, description="Give the prefix the salient words of only the n retrieved memories the channel "
-        "attends to most (0: of every retrieved memory). Beside the right memory's words the reader answers from "
-        "the others' as readily; with the shipped channel, 1 answers more held-out questions in prefix and hybrid "
+        1, ge=0, le=64, description="Give the prefix the salient words of only the n retrieved memories the store "
+        "chooses (see choice_retrieval_weight; 0: of every retrieved memory). Beside the right memory's words the "
+        "reader answers from the others' as readily; with the shipped channel, 1 answers more held-out questions in prefix and hybrid "
         "modes than 0 (BENCHMARKS.md, \"Training the memory channel\").")
+    hybrid_text: Literal["chosen", "retrieved", "chosen_first"] = Field(
+        "chosen", description="What `hybrid`'s prompt shows of the retrieved memories: the one the store "
+        "chooses (see choice_retrieval_weight) only, all of them in retrieval order, or all with the chosen one first. "
+        "Beside the right memory the reader answers from the others as readily; with the shipped channel, \"chosen\" "
+        "answers more held-out questions than the other two (BENCHMARKS.md, \"Training the memory channel\").")
+    choice_retrieval_weight: float = Field(
+        14.0, ge=0, description="Where `prefix` and `hybrid` keep some retrieved memories (salient_memories, "
+        "hybrid_text), they keep those of most log(channel relevance) + this weight x retrieval's fused score; 0: the "
+        "channel's attention alone. The two are right on different questions; 14 was chosen on validation users "
+        "(BENCHMARKS.md, \"Training the memory channel\").")
 
 
-ANSWER_TIME_PREFIX = {"salient_tokens", "salient_memories"}  # read at answer time only
+ANSWER_TIME_PREFIX = {"salient_tokens", "salient_memories", "hybrid_text", "choice_retrieval_weight"}  # answer time only
 
 
 class MemoryConfig(_Frozen):

@@ -165,7 +165,7 @@ class Memory:
         ).eval()
         self.weights: str | None = None  # the trained channel's file, when one is loaded
         self._salient_tokens = config.prefix.salient_tokens  # trained weights bring their own
-        self.attention.salient_memories = config.prefix.salient_memories
+        self._salient_memories = config.prefix.salient_memories
         self._closed = False
         self._lock = threading.RLock()  # public calls run one at a time (`_guarded`)
         self._index: dict[str, BundleIndex] = {}  # bundle -> its retrieval keys, filled by _load
@@ -1288,11 +1288,14 @@ class Memory:
         return out
 
     def _plan(self, query: str, mode: str, k: int, max_new_tokens: int, session: str | None,
-              chosen: list[int] | None, now: float) -> _Plan:
-        """Retrieve for one question and build what the backbone is given: prompt ids and prefix."""
+              chosen: list[int] | None, now: float, *, example: bool = False) -> _Plan:
+        """Retrieve for one question and build what the backbone is given: prompt ids and prefix.
+        With `example` (a training example's view, where the channel being trained does the
+        choosing), `_Plan.inputs` also holds every retrieved memory's salient words (`_salient`) and
+        `hybrid`'s prompt shows the memories in retrieval order, whatever `PrefixConfig.hybrid_text` says."""
         t0 = time.perf_counter()
         rows: list[int] = []
-        points = None
+        points = fused = None  # fused: retrieval's scores of `rows`, when it chose them
         named = self._named_speakers(query)
         if chosen is not None or mode not in ("full", "none"):
             points = self._query_points(query, session, now, named)
@@ -1303,8 +1306,19 @@ class Memory:
         elif mode in ("prefix", "text", "hybrid"):
             rows, fused, _ = self._retrieve(points, k, query, now, named)
             rows = _gate(rows, fused, self.config.retrieval.for_store(bool(self._speaker_of)).relative_gate)
-        inputs = self._prefix_inputs(query, points, rows, now) if mode in ("prefix", "hybrid") and rows else None
-        prefix = None if inputs is None else self._prefix(inputs)
+            fused = fused[: len(rows)]  # the gate keeps the best rows, in order
+        inputs = prefix = None
+        shown = rows  # the memories the prompt shows, best first
+        if mode in ("prefix", "hybrid") and rows:
+            inputs = self._prefix_inputs(query, points, rows, now)
+            if example:
+                inputs.update(self._salient(rows))
+            prefix, choice = self._prefix(inputs, rows, fused)
+            how = "retrieved" if example or mode != "hybrid" else self.config.prefix.hybrid_text
+            if how != "retrieved":  # the store's choice first: `Generation.memory_ids` says it
+                top = rows[int(choice.argmax())]
+                rows = [top, *(r for r in rows if r != top)]
+                shown = rows[:1] if how == "chosen" else rows
         retrieve_ms = (time.perf_counter() - t0) * 1000
         budget = min(self.backbone.max_context, self.config.max_context_tokens) - max_new_tokens
         budget -= 0 if prefix is None else prefix.shape[0]
@@ -1312,30 +1326,52 @@ class Memory:
         if mode == "full":
             ids, times, truncated = self._full_prompt(query, budget, now)
         elif mode in ("flat", "text", "hybrid") and rows:
-            ids, times = self._memory_prompt(query, self._blocks(rows), budget, now)
+            ids, times = self._memory_prompt(query, self._blocks(shown), budget, now)
         else:
             ids = self.backbone.chat_ids(query, system=self.config.system_prompt)
         return _Plan(ids=ids, prefix=prefix, rows=rows, retrieve_ms=retrieve_ms, truncated=truncated, times=times,
                      inputs=inputs)
 
-    def _prefix(self, inputs: dict[str, Any]) -> torch.Tensor:
-        """Cross-bundle attention over `_prefix_inputs` (the retrieved memories' decoded fibers) -> (L, d)."""
-        token_ids = inputs["token_ids"]
-        tokens = self.backbone.embed(token_ids.tolist())[None] if len(token_ids) else None  # (1, S, d)
+    def _prefix(self, inputs: dict[str, Any], rows: list[int],
+                fused: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-bundle attention over `_prefix_inputs` (the retrieved memories' decoded fibers at
+        `rows`, with retrieval's `fused` scores when it chose them) -> the prefix (S + L, d): the
+        salient-token slots of the memories the store keeps (`PrefixConfig.salient_memories`, by
+        `_choice`), then the pooled slots; and each memory's choice score (K,). The attention comes
+        first, so only the kept memories' words are read (a forward pass of the backbone over their texts)."""
+        n = self._salient_memories
         with torch.no_grad():
-            prefix, weights = self.attention(**{k: _batched(v) for k, v in inputs.items() if not k.startswith("token_")},
-                                             tokens=tokens)
-        if tokens is None:
-            return prefix[0]
-        keep = self.attention.kept_tokens(weights, inputs["token_memory"][None])[0]  # (S,)
-        return torch.cat([prefix[0, : len(keep)][keep], prefix[0, len(keep) :]])
+            pooled, weights = self.attention(**{k: _batched(v) for k, v in inputs.items() if not k.startswith("token_")})
+            choice = self._choice(weights, fused)
+            if not self._salient_tokens:
+                return pooled[0], choice
+            kept = sorted(choice.topk(min(n, len(rows))).indices.tolist()) if n else list(range(len(rows)))
+            if "token_ids" in inputs:  # every memory's words, read already (a training example's)
+                words = [t for t, m in zip(inputs["token_ids"].tolist(), inputs["token_memory"].tolist()) if m in kept]
+            else:
+                words = self._salient([rows[i] for i in kept])["token_ids"].tolist()
+            if not words:
+                return pooled[0], choice
+            tokens = self.attention.token_slots(self.backbone.embed(words))  # (S, d)
+        return torch.cat([tokens.to(pooled.dtype), pooled[0]]), choice
+
+    def _choice(self, weights: dict[str, torch.Tensor], fused: np.ndarray | None) -> torch.Tensor:
+        """(K,) how the store ranks the retrieved memories where `prefix` and `hybrid` keep some of
+        them (`PrefixConfig.salient_memories`, `hybrid_text`): the log of the channel's relevance
+        (`CrossBundleAttention.relevance`) plus `choice_retrieval_weight` times retrieval's fused
+        score; the relevance alone for memories given by id. The attention and retrieval put the
+        gold memory first on different questions (BENCHMARKS.md, "Training the memory channel")."""
+        score = self.attention.relevance(weights)[0].float().clamp_min(1e-30).log()
+        w = self.config.prefix.choice_retrieval_weight
+        if fused is not None and w:
+            score = score + w * torch.as_tensor(np.asarray(fused, dtype=np.float32))
+        return score
 
     def _prefix_inputs(self, query: str, points: dict[str, np.ndarray], rows: list[int],
                        now: float) -> dict[str, Any]:
         """What cross-bundle attention reads for one question, unbatched: q_base {bundle: (d_base,)},
-        q_hidden (d,), dirn {bundle: (K, d_base)}, fiber {bundle: (K, d_fiber)} (decoded, as stored),
-        token_ids (S,) the salient words of the memories, best memory first, and token_memory (S,)
-        the memory each comes from."""
+        q_hidden (d,), dirn {bundle: (K, d_base)}, fiber {bundle: (K, d_fiber)} (decoded, as stored).
+        The salient words are read once the attention has chosen whose (`_prefix`)."""
         ids = [self._ids[r] for r in rows]
         fib = {f: self._fetch(ids, f) for f in ("salient", "hidden")}
         access = np.array(self.store.access_counts(self.user_id, ids), dtype=np.float64)
@@ -1346,12 +1382,11 @@ class Memory:
             "dirn": {b: torch.from_numpy(self._index[b].x[rows]) for b in BUNDLES},
             "fiber": {"temporal": temporal.fiber, "topic": torch.from_numpy(fib["salient"]),
                       "context": torch.from_numpy(fib["hidden"])},
-            **self._salient(rows),
         }
 
     def _salient(self, rows: list[int]) -> dict[str, torch.Tensor]:
-        """token_ids and token_memory: the salient words of the memories at `rows`, in that order,
-        and the index in `rows` of the memory each comes from."""
+        """token_ids (S,) and token_memory (S,): the salient words of the memories at `rows`, in that
+        order, and the index in `rows` of the memory each comes from."""
         ids: list[int] = []
         owner: list[int] = []
         if self._salient_tokens and rows:

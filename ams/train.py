@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .attention import RELEVANCE_BUNDLES, save_channel
+from .attention import RELEVANCE_BUNDLES, CrossBundleAttention, save_channel
 from .bundles import BUNDLES
 from .checkpoints import load_checkpoint, lr_at, save_checkpoint, save_safetensors
 from .errors import InvalidInput
@@ -212,7 +212,7 @@ def build_examples(backbone: str, split: str, episodes: int, *, facts: tuple[int
 
 def _example(mem, q, gold_ids: set[str], k: int, now: float) -> Example:
     """The channel's view of one question, through the same retrieval and prompt as `generate`."""
-    plan = mem._plan(q.text, "hybrid", k, 30, None, None, now)
+    plan = mem._plan(q.text, "hybrid", k, 30, None, None, now, example=True)
     if plan.inputs is None:
         raise ValueError(f"nothing was retrieved for {q.text!r}: an episode's store holds no memories")
     gold = next((i for i, r in enumerate(plan.rows) if mem._ids[r] in gold_ids), -1)
@@ -296,9 +296,14 @@ def collate(examples: list[Example]) -> dict[str, Any]:
     }
 
 
-def prefixes(channel, bb, examples: list[Example]) -> tuple[list[Tensor], dict[str, Tensor]]:
-    """Each question's prefix (S_i + L, d), salient-token padding dropped (and the words of memories
-    the channel does not keep: `CrossBundleAttention.kept_tokens`), and the attention weights."""
+BUILT_BEFORE_OWNERS = ("the examples were built before salient tokens knew their memory, so the prefix cannot "
+                       "keep the attended memory's words only: build them again")
+
+
+def prefixes(channel, bb, examples: list[Example], salient_memories: int = 0) -> tuple[list[Tensor], dict[str, Tensor]]:
+    """Each question's prefix (S_i + L, d), salient-token padding dropped, and the attention weights.
+    With `salient_memories` n, the salient words of the n memories the channel attends to most only
+    (`CrossBundleAttention.kept_tokens`)."""
     batch = collate(examples)
     ids = [ex.inputs["token_ids"] for ex in examples]
     S = max(len(i) for i in ids)
@@ -307,7 +312,9 @@ def prefixes(channel, bb, examples: list[Example]) -> tuple[list[Tensor], dict[s
         emb = bb.model.get_input_embeddings()
         padded = torch.stack([torch.cat([i, i.new_zeros(S - len(i))]) for i in ids]).to(emb.weight.device)
         tokens = emb(padded)  # (B, S, d)
-        if all("token_memory" in ex.inputs for ex in examples):  # examples built before it have none
+        if salient_memories:
+            if not all("token_memory" in ex.inputs for ex in examples):
+                raise InvalidInput(BUILT_BEFORE_OWNERS)
             owner = torch.stack([torch.cat([m, m.new_full((S - len(m),), -1)])
                                  for m in (ex.inputs["token_memory"] for ex in examples)]).to(padded.device)
     prefix, weights = channel(batch["q_base"], batch["q_hidden"], batch["dirn"], batch["fiber"], batch["mask"],
@@ -316,19 +323,19 @@ def prefixes(channel, bb, examples: list[Example]) -> tuple[list[Tensor], dict[s
         return list(prefix), weights
     keep = torch.stack([torch.arange(S) < len(i) for i in ids]).to(prefix.device)  # (B, S): not the padding
     if owner is not None:  # the salient words of the memories the channel attends to
-        keep &= getattr(channel, "module", channel).kept_tokens(weights, owner)  # (a wrapped one too)
+        keep &= CrossBundleAttention.kept_tokens(weights, owner, salient_memories)
     return [torch.cat([p[:S][k], p[S:]]) for k, p in zip(keep, prefix)], weights
 
 
 def channel_loss(channel, bb, examples: list[Example], mode: str, *, retrieval_weight: float,
-                 target: str = "entity") -> dict[str, Tensor]:
+                 target: str = "entity", salient_memories: int = 0) -> dict[str, Tensor]:
     """Answer NLL through the prefix (mean over answer tokens, then questions), and the retrieval term.
-    The answer is `Example.target(target)`.
+    The answer is `Example.target(target)`; `salient_memories` as in `prefixes`.
 
     Each row is `[pad; prefix; prompt; answer]`, left-padded, positions following the mask, so the
     answer tokens are the last ones of every row and only their logits are computed.
     """
-    prefix, weights = prefixes(channel, bb, examples)
+    prefix, weights = prefixes(channel, bb, examples, salient_memories)
     emb = bb.model.get_input_embeddings()
     device = emb.weight.device
     answers = [ex.target(target) for ex in examples]
@@ -360,15 +367,15 @@ def channel_loss(channel, bb, examples: list[Example], mode: str, *, retrieval_w
 
 @torch.no_grad()
 def answer_hits(channel, bb, examples: list[Example], mode: str, *, max_new_tokens: int,
-                batch_size: int = 8) -> tuple[float, list[dict]]:
-    """Greedy answers with the channel's prefix, scored by the benchmark's hit rule. Mode "text"
-    is the `hybrid` prompt with no prefix: the reference a trained `hybrid` has to beat."""
+                batch_size: int = 8, salient_memories: int = 0) -> tuple[float, list[dict]]:
+    """Greedy answers with the channel's prefix (`prefixes`), scored by the benchmark's hit rule.
+    Mode "text" is the `hybrid` prompt with no prefix: the reference a trained `hybrid` has to beat."""
     from .session import is_hit
 
     answers = []
     for i in range(0, len(examples), batch_size):
         chunk = examples[i : i + batch_size]
-        prefix = [None] * len(chunk) if mode == "text" else prefixes(channel, bb, chunk)[0]
+        prefix = [None] * len(chunk) if mode == "text" else prefixes(channel, bb, chunk, salient_memories)[0]
         texts = bb.generate_batch([ex.prompts["hybrid" if mode == "text" else mode] for ex in chunk],
                                   prefixes=prefix, max_new_tokens=max_new_tokens)
         answers += [{"query": ex.query, "answer": t, "hit": is_hit(t, ex.keywords, ex.forbidden)}
@@ -405,13 +412,14 @@ def validate(channel, bb, examples: list[Example], cfg: ChannelTrainConfig, *,
     channel.eval()
     out: dict[str, float] = {}
     for mode in MODES:
-        losses = [channel_loss(channel, bb, examples[i : i + cfg.batch_size], mode, retrieval_weight=1.0)
+        losses = [channel_loss(channel, bb, examples[i : i + cfg.batch_size], mode, retrieval_weight=1.0,
+                               salient_memories=cfg.salient_memories)
                   for i in range(0, len(examples), cfg.batch_size)]
         out[f"{mode}_nll"] = float(torch.stack([x["answer"] for x in losses]).mean())
         if any("retrieval" in x for x in losses):
             out["retrieval"] = float(torch.stack([x["retrieval"] for x in losses if "retrieval" in x]).mean())
         out[f"{mode}_hit"], _ = answer_hits(channel, bb, examples[: cfg.eval_answers], mode,
-                                            max_new_tokens=cfg.max_new_tokens)
+                                            max_new_tokens=cfg.max_new_tokens, salient_memories=cfg.salient_memories)
     if reference:
         out["text_hit"], _ = answer_hits(channel, bb, examples[: cfg.eval_answers], "text",
                                          max_new_tokens=cfg.max_new_tokens)
@@ -460,8 +468,7 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
     if not train or not val:
         raise InvalidInput("no training or validation questions were built")
     if cfg.salient_memories and not all("token_memory" in ex.inputs for ex in train + val):
-        raise InvalidInput("the examples were built before salient tokens knew their memory, so the prefix cannot "
-                           "keep the attended memory's words only: build them again")
+        raise InvalidInput(BUILT_BEFORE_OWNERS)
     # a fresh channel, as Memory builds it: never the one the package ships, which this run may remake
     with Memory.open(":memory:", backbone=cfg.backbone, config=_config(**cfg.example_settings),
                      weights="untrained") as probe:
@@ -474,7 +481,6 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
         if acc.is_main_process:  # kept with the examples: a resumed run does not answer again
             save_examples(train, cached[0], cfg.example_settings)
     torch.manual_seed(cfg.seed)
-    channel.salient_memories = cfg.salient_memories
     channel.train()
     optimizer = torch.optim.AdamW(channel.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: dict = {"config": _jsonable(asdict(cfg)), "step": [], "loss": [], "answer": [], "retrieval": [],
@@ -503,7 +509,7 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
         at = (step % max(1, len(train) // cfg.batch_size)) * cfg.batch_size
         batch = [train[i] for i in order[at : at + cfg.batch_size]]
         losses = channel_loss(channel, bb, batch, mode, retrieval_weight=cfg.retrieval_weight,
-                              target=cfg.target_kind(mode))
+                              target=cfg.target_kind(mode), salient_memories=cfg.salient_memories)
         acc.backward(losses["total"])
         acc.clip_grad_norm_(channel.parameters(), cfg.grad_clip)
         optimizer.step()

@@ -44,7 +44,7 @@ class Generation:
 
     text: str
     mode: str
-    memory_ids: list[str]
+    memory_ids: list[str]  # the memories used, best first (`hybrid`: the channel's choice first, by `hybrid_text`)
     in_tokens: int  # prompt tokens plus prefix slots
     prefix_slots: int
     retrieve_ms: float

@@ -228,7 +228,7 @@ def test_prefix_has_the_backbone_width_and_token_norm(tiny_backbone_dir, tmp_pat
     fresh_store.write_many(FACTS)
     points = fresh_store._query_points("Where does Tomas live?", None, 1.7e9)
     rows = fresh_store._retrieve(points, 3, "Where does Tomas live?", 1.7e9, {})[0]
-    prefix = fresh_store._prefix(fresh_store._prefix_inputs("Where does Tomas live?", points, rows, 1.7e9))
+    prefix, _ = fresh_store._prefix(fresh_store._prefix_inputs("Where does Tomas live?", points, rows, 1.7e9), rows)
     cfg = fresh_store.config.prefix
     bb = fresh_store.backbone
     salient = [t for r in rows for t in bb.salient_ids([fresh_store.get(fresh_store._ids[r]).text], salient_tokens)[0]]
@@ -242,28 +242,107 @@ def test_prefix_has_the_backbone_width_and_token_norm(tiny_backbone_dir, tmp_pat
     fresh_store.close()
 
 
-def test_a_prefix_can_carry_the_words_of_the_attended_memory_only(tiny_backbone_dir, tmp_path):
+def test_a_prefix_carries_the_words_of_the_attended_memory_only_and_reads_no_others(tiny_backbone_dir, tmp_path,
+                                                                                      monkeypatch):
     from ams.config import MemoryConfig, PrefixConfig
 
     query, now = "Where does Tomas live?", 1.7e9
     with ams.Memory.open(tmp_path / "m.db", backbone=tiny_backbone_dir, config=MemoryConfig(
             prefix=PrefixConfig(salient_tokens=4, salient_memories=1))) as mem:
         mem.write_many(FACTS)
-        points = mem._query_points(query, None, now)
-        rows = mem._retrieve(points, 3, query, now, {})[0]
-        inputs = mem._prefix_inputs(query, points, rows, now)
-        prefix = mem._prefix(inputs)
+        bb = mem.backbone
+        # a training example's view holds every retrieved memory's words and says whose each is
+        rows = mem._retrieve(mem._query_points(query, None, now), 3, query, now, {})[0]  # three, ungated
+        plan = mem._plan(query, "hybrid", 3, 30, None, rows, now, example=True)
+        inputs = plan.inputs
+        words = [bb.salient_ids([mem.get(mem._ids[r]).text], 4)[0] for r in rows]
+        assert inputs["token_ids"].tolist() == [t for w in words for t in w]
+        assert inputs["token_memory"].tolist() == [k for k, w in enumerate(words) for _ in w]
         _, w = mem.attention(**{k: {b: t[None] for b, t in v.items()} if isinstance(v, dict) else v[None]
                                 for k, v in inputs.items() if not k.startswith("token_")})
         top = int(((w["topic"] + w["context"]) / 2).argmax())
-        words = [mem.backbone.salient_ids([mem.get(mem._ids[r]).text], 4)[0] for r in rows]
-        assert inputs["token_ids"].tolist() == [t for w in words for t in w]  # every retrieved memory's words,
-        assert inputs["token_memory"].tolist() == [k for k, w in enumerate(words) for _ in w]  # and whose they are
-        words = inputs["token_ids"][inputs["token_memory"] == top]
-        assert 0 < len(words) < len(inputs["token_ids"])
+        assert 0 < len(words[top]) < len(inputs["token_ids"])
+        # answering, the attention comes first and only the attended memory's text is read for its words
+        read: list[list[str]] = []
+        real = bb.salient_ids
+        monkeypatch.setattr(bb, "salient_ids", lambda texts, m, **kw: read.append(list(texts)) or real(texts, m, **kw))
+        answer = mem._plan(query, "hybrid", 3, 30, None, rows, now)
+        assert "token_ids" not in answer.inputs
+        assert read == [[mem.get(mem._ids[rows[top]]).text]]
+        assert answer.prefix.shape[0] == len(words[top]) + mem.config.prefix.slots
+        torch.testing.assert_close(answer.prefix[: len(words[top])], bb.embed(words[top]))
+        torch.testing.assert_close(answer.prefix, plan.prefix)  # the same prefix either way
+        chosen = [mem._ids[r] for r in rows]
+        assert mem.generate(query, mode="prefix", max_new_tokens=2, memory_ids=chosen).prefix_slots == answer.prefix.shape[0]
+
+
+@pytest.mark.parametrize("hybrid_text", ["retrieved", "chosen_first", "chosen"])
+def test_hybrids_prompt_shows_the_memories_as_the_store_says(tiny_backbone_dir, tmp_path, hybrid_text):
+    from ams.config import MemoryConfig, PrefixConfig
+
+    query, now = "Where does Tomas live?", 1.7e9
+    with ams.Memory.open(tmp_path / "h.db", backbone=tiny_backbone_dir, config=MemoryConfig(
+            prefix=PrefixConfig(salient_tokens=4, hybrid_text=hybrid_text))) as mem:
+        mem.write_many(FACTS)
+        rows = mem._retrieve(mem._query_points(query, None, now), 3, query, now, {})[0][::-1]  # given worst first
+        plan = mem._plan(query, "hybrid", 3, 30, None, rows, now)
+        _, relevance = mem._prefix(mem._prefix_inputs(query, mem._query_points(query, None, now), rows, now), rows)
+        top = rows[int(relevance.argmax())]
+        assert top != rows[0]  # so the channel's choice moves
+        order = rows if hybrid_text == "retrieved" else [top, *(r for r in rows if r != top)]
+        assert plan.rows == order  # Generation.memory_ids: best first, by the channel here
+        prompt = mem.backbone.decode(plan.ids)
+        shown = order[:1] if hybrid_text == "chosen" else order
+        at = [prompt.find(mem.get(mem._ids[r]).text) for r in rows]
+        assert [a >= 0 for a in at] == [r in shown for r in rows]
+        assert sorted(a for a in at if a >= 0) == [at[rows.index(r)] for r in shown]  # in that order
+        # a training example shows them in retrieval order whatever the store says: the channel
+        # being trained does the choosing
+        example = mem._plan(query, "hybrid", 3, 30, None, rows, now, example=True)
+        assert example.rows == rows
+        assert example.ids == mem._plan(query, "text", 3, 30, None, rows, now).ids
+        assert mem.generate(query, mode="hybrid", max_new_tokens=2, now=now,
+                            memory_ids=[mem._ids[r] for r in rows]).memory_ids == [mem._ids[r] for r in order]
+
+
+def test_the_store_chooses_by_the_channels_attention_and_retrievals_score_together(tiny_backbone_dir, tmp_path):
+    from ams.config import MemoryConfig, PrefixConfig
+
+    query, now = "Where does Tomas live?", 1.7e9
+    with ams.Memory.open(tmp_path / "c.db", backbone=tiny_backbone_dir, config=MemoryConfig(
+            prefix=PrefixConfig(salient_tokens=4, salient_memories=1, choice_retrieval_weight=14.0))) as mem:
+        mem.write_many(FACTS)
+        points = mem._query_points(query, None, now)
+        rows = mem._retrieve(points, 3, query, now, {})[0][::-1]  # the attention's choice last
+        inputs = mem._prefix_inputs(query, points, rows, now)
+        _, alone = mem._prefix(inputs, rows)  # memories given by id: the attention alone
+        attention = mem.attention(**{k: {b: t[None] for b, t in v.items()} if isinstance(v, dict) else v[None]
+                                     for k, v in inputs.items()})[1]
+        torch.testing.assert_close(alone, mem.attention.relevance(attention)[0].clamp_min(1e-30).log())
+        assert int(alone.argmax()) == 2
+        fused = np.array([1.0, 0.0, 0.0])  # retrieval sure of the first: it outweighs the attention
+        prefix, choice = mem._prefix(inputs, rows, fused)
+        torch.testing.assert_close(choice, alone + 14.0 * torch.tensor([1.0, 0.0, 0.0]))
+        assert float(alone[2] - alone[0]) < 14.0 and int(choice.argmax()) == 0
+        words = mem.backbone.salient_ids([mem.get(mem._ids[rows[0]]).text], 4)[0]  # so the words are its
+        torch.testing.assert_close(prefix[: len(words)], mem.backbone.embed(words))
         assert prefix.shape[0] == len(words) + mem.config.prefix.slots
-        torch.testing.assert_close(prefix[: len(words)], mem.backbone.embed(words.tolist()))
-        assert mem.generate(query, mode="prefix", max_new_tokens=2).prefix_slots == prefix.shape[0]
+
+
+def test_answer_time_prefix_settings_can_change_on_reopen_and_bad_ones_are_refused(tiny_backbone_dir, tmp_path):
+    from ams.config import MemoryConfig, PrefixConfig
+
+    path = tmp_path / "a.db"
+    with ams.Memory.open(path, backbone=tiny_backbone_dir) as mem:
+        mem.write_many(FACTS)
+    answer_time = PrefixConfig(hybrid_text="retrieved", choice_retrieval_weight=0.0, salient_memories=2)
+    with ams.Memory.open(path, backbone=tiny_backbone_dir, config=MemoryConfig(prefix=answer_time)) as mem:
+        assert mem.config.prefix.hybrid_text == "retrieved" and mem.config.prefix.choice_retrieval_weight == 0
+    with pytest.raises(ams.StoreMismatch):  # the slots are part of what is stored: not an answer-time setting
+        ams.Memory.open(path, backbone=tiny_backbone_dir, config=MemoryConfig(prefix=PrefixConfig(slots=2)))
+    for bad in ({"hybrid_text": "all"}, {"choice_retrieval_weight": -1.0}):
+        with pytest.raises(ValueError):
+            PrefixConfig(**bad)
 
 
 def test_context_bundle_reads_the_session(fresh_store):

@@ -26,7 +26,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 import ams
-from ams.config import MemoryConfig, PrefixConfig
+from ams.config import PrefixConfig
 from ams.train import answer_hits, build_examples
 
 
@@ -65,13 +65,12 @@ def main() -> None:
         text_rate, text = answer_hits(mem.attention, mem.backbone, examples, "text", max_new_tokens=30)
     report["text_hit"] = text_rate
     for name, path in channels.items():
-        config = MemoryConfig(prefix=PrefixConfig(salient_memories=args.salient_memories))
-        with ams.Memory.open(":memory:", backbone=args.backbone, weights=path, config=config) as mem:
+        with ams.Memory.open(":memory:", backbone=args.backbone, weights=path) as mem:
             row = {"weights": path}
             own = examples_for(path)  # the text prompts are the same whatever the salient settings
             for mode in ("prefix", "hybrid"):
-                row[f"{mode}_hit"], answers = answer_hits(mem.attention, mem.backbone, own, mode,
-                                                          max_new_tokens=30)
+                row[f"{mode}_hit"], answers = answer_hits(mem.attention, mem.backbone, own, mode, max_new_tokens=30,
+                                                          salient_memories=args.salient_memories)
                 if mode == "hybrid":
                     row["hybrid_only"] = sum(a["hit"] and not b["hit"] for a, b in zip(answers, text))
                     row["text_only"] = sum(b["hit"] and not a["hit"] for a, b in zip(answers, text))

@@ -30,6 +30,8 @@ def main() -> None:
     p.add_argument("--modes", default="none,full,flat,text,prefix,hybrid", help="modes to answer in, comma-separated")
     p.add_argument("--salient-memories", type=int, default=PrefixConfig().salient_memories,
                    help="memories whose salient words the prefix keeps, 0 for all (default: the store's default)")
+    p.add_argument("--hybrid-text", default=PrefixConfig().hybrid_text, choices=["chosen", "retrieved", "chosen_first"],
+                   help="what hybrid's prompt shows of the retrieved memories (default: the store's default)")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -37,7 +39,7 @@ def main() -> None:
     if bad or not modes:
         p.error(f"--modes takes modes among {', '.join(ams.MODES)}; got {args.modes!r}")
     s = load_session(args.session)
-    config = MemoryConfig(prefix=PrefixConfig(salient_memories=args.salient_memories))
+    config = MemoryConfig(prefix=PrefixConfig(salient_memories=args.salient_memories, hybrid_text=args.hybrid_text))
     with ams.Memory.open(":memory:", backbone=args.backbone, weights=args.weights, config=config) as mem:
         t0 = time.perf_counter()
         ids = mem.write_many([f.text for f in s.facts])

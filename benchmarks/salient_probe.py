@@ -50,7 +50,6 @@ def main() -> None:
             ids = set(ex.inputs["token_ids"].tolist())
             spellings = {f"{lead}{w}" for w in (ex.keywords[0], ex.keywords[0].lower()) for lead in ("", " ")}
             covered += any(all(t in ids for t in tok.encode(s, add_special_tokens=False)) for s in spellings)
-        channel.salient_memories = 0
         with torch.no_grad():
             _, w = prefixes(channel, bb, examples)
         attended = torch.stack([w[b] for b in RELEVANCE_BUNDLES]).mean(0).argmax(-1).tolist()

@@ -1,0 +1,91 @@
+"""Which retrieved memory is the gold one: the channel's attention against retrieval's fused score,
+per question, for choosing how `hybrid` and `prefix` pick one memory (`PrefixConfig.choice_retrieval_weight`).
+
+    .venv/bin/python benchmarks/choice_probe.py --first-seed 10000 --users 8 --facts 20,50 --json PATH
+    .venv/bin/python benchmarks/choice_probe.py --read PATH [PATH ...]     # the table over saved records
+
+Synthetic users of the held-out split, written to stores on the shipped channel, asked a day after
+their last fact; for each question with an answer and a gold fact, the gated retrieved rows (as
+`generate` retrieves them), their fused retrieval scores, the channel's relevance of each
+(`CrossBundleAttention.relevance`) and which of them are gold: one JSON record per question. Then,
+over the records, how often each rule keeps a gold memory: retrieval's first, the attention's first,
+and the most log(relevance) + w x fused for a grid of w.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import ams
+from ams.bench.synthetic import generate_session
+from ams.bench.viability import ASK_AFTER_S, _fact_times
+from ams.memory import _gate
+
+WEIGHTS = (2, 5, 10, 14, 20, 33, 50)
+
+
+def table(records: list[dict]) -> dict[str, int]:
+    """Questions whose kept memory is gold, per rule."""
+    def right(score) -> int:
+        return sum(r["gold"][max(range(len(r["gold"])), key=lambda i: score(r, i))] for r in records)
+
+    def log(x: float) -> float:
+        return math.log(max(x, 1e-30))
+
+    out = {"questions": len(records), "gold retrieved": sum(any(r["gold"]) for r in records),
+           "retrieval": right(lambda r, i: r["fused"][i]), "attention": right(lambda r, i: r["relevance"][i])}
+    for w in WEIGHTS:
+        out[f"log relevance + {w} x fused"] = right(lambda r, i, w=w: log(r["relevance"][i]) + w * r["fused"][i])
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--read", nargs="+", default=None, help="print the table over these saved records, pooled")
+    p.add_argument("--first-seed", type=int, default=None)
+    p.add_argument("--users", type=int, default=8)
+    p.add_argument("--facts", default="20,50")
+    p.add_argument("--backbone", default="smollm2-135m-instruct")
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    if args.read:
+        records = [r for path in args.read for r in json.loads(Path(path).read_text())["records"]]
+        print(json.dumps(table(records), indent=1))
+        return
+    if args.first_seed is None or args.json is None:
+        p.error("--first-seed and --json are needed to collect records")
+    facts = [int(x) for x in args.facts.split(",")]
+    records = []
+    for u in range(args.users):
+        session = generate_session(facts[u % len(facts)], seed=args.first_seed + u, split="heldout", n_queries=20)
+        with ams.Memory.open(":memory:", backbone=args.backbone) as mem:
+            times = _fact_times(session)
+            ids = mem.write_many([{"text": f.text, "ts": t, "session": f.session}
+                                  for f, t in zip(session.facts, times)])
+            memory_of = {f.id: m for f, m in zip(session.facts, ids)}
+            now = max(times) + ASK_AFTER_S
+            gate = mem.config.retrieval.for_store(False).relative_gate
+            for q in session.queries:
+                gold = {memory_of[f] for f in q.fact_ids if f in memory_of}
+                if not q.keywords or not gold:
+                    continue
+                points = mem._query_points(q.text, None, now, {})
+                rows, fused, _ = mem._retrieve(points, 3, q.text, now, {})
+                kept = _gate(rows, fused, gate)
+                _, relevance = mem._prefix(mem._prefix_inputs(q.text, points, kept, now), kept)
+                records.append({"user": u, "n": len(session.facts), "query": q.text,
+                                "fused": [float(x) for x in fused[: len(kept)]],
+                                "relevance": relevance.tolist(),
+                                "gold": [mem._ids[r] in gold for r in kept]})
+        print(f"user {u}: {len(records)} questions", file=sys.stderr, flush=True)
+    Path(args.json).write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "table": table(records),
+                                           "records": records}))
+    print(json.dumps(table(records), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -246,6 +246,8 @@ def main() -> None:
     p.add_argument("--json", default=None)
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
+    if args.what == "answers" and len(args.seeds) != 1:
+        p.error("answers asks one transcript's questions: give one --seeds value")
     if any(len(values) != 1 for _, values in args.set):
         p.error("--set takes one value: FIELD=VALUE")
     if args.what == "plot":

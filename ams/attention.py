@@ -141,21 +141,21 @@ class CrossBundleAttention(nn.Module):
         `Memory._choice`)."""
         return torch.stack([weights[b] for b in RELEVANCE_BUNDLES]).mean(0)
 
-    @classmethod
-    def attended(cls, weights: dict[str, Tensor], n: int) -> Tensor:
-        """(B, min(n, K)) the n memories of most `relevance`, in retrieval order. The words of the
-        other retrieved memories sit beside the right ones in the prefix and the reader answers from
-        them as readily."""
-        a = cls.relevance(weights)  # (B, K)
-        return a.topk(min(n, a.shape[1]), dim=-1).indices.sort(-1).values
+    @staticmethod
+    def top_memories(score: Tensor, n: int) -> Tensor:
+        """(B, min(n, K)) the n memories of highest score (B, K), in retrieval order. The words of
+        the other retrieved memories sit beside the right ones in the prefix and the reader answers
+        from them as readily."""
+        return score.topk(min(n, score.shape[1]), dim=-1).indices.sort(-1).values
 
     @classmethod
-    def kept_tokens(cls, weights: dict[str, Tensor], token_memory: Tensor, n: int) -> Tensor:
-        """(B, S) True for the salient-token slots of the `n` most attended memories (`attended`),
-        every one where n is 0. token_memory (B, S): the memory each slot's word comes from."""
+    def kept_tokens(cls, score: Tensor, token_memory: Tensor, n: int) -> Tensor:
+        """(B, S) True for the salient-token slots of the `n` memories of highest score (B, K)
+        (`top_memories`), every one where n is 0. token_memory (B, S): the memory each slot's word
+        comes from."""
         if not n:
             return torch.ones_like(token_memory, dtype=torch.bool)
-        top = cls.attended(weights, n)  # (B, n)
+        top = cls.top_memories(score, n)  # (B, n)
         return (token_memory[..., None] == top[:, None, :]).any(-1)  # (B, S)
 
     def to_bytes(self) -> bytes:

@@ -165,7 +165,6 @@ class Memory:
         ).eval()
         self.weights: str | None = None  # the trained channel's file, when one is loaded
         self._salient_tokens = config.prefix.salient_tokens  # trained weights bring their own
-        self._salient_memories = config.prefix.salient_memories
         self._closed = False
         self._lock = threading.RLock()  # public calls run one at a time (`_guarded`)
         self._index: dict[str, BundleIndex] = {}  # bundle -> its retrieval keys, filled by _load
@@ -1339,16 +1338,17 @@ class Memory:
         salient-token slots of the memories the store keeps (`PrefixConfig.salient_memories`, by
         `_choice`), then the pooled slots; and each memory's choice score (K,). The attention comes
         first, so only the kept memories' words are read (a forward pass of the backbone over their texts)."""
-        n = self._salient_memories
+        n = self.config.prefix.salient_memories
         with torch.no_grad():
             pooled, weights = self.attention(**{k: _batched(v) for k, v in inputs.items() if not k.startswith("token_")})
             choice = self._choice(weights, fused)
             if not self._salient_tokens:
                 return pooled[0], choice
-            kept = sorted(choice.topk(min(n, len(rows))).indices.tolist()) if n else list(range(len(rows)))
             if "token_ids" in inputs:  # every memory's words, read already (a training example's)
-                words = [t for t, m in zip(inputs["token_ids"].tolist(), inputs["token_memory"].tolist()) if m in kept]
+                keep = self.attention.kept_tokens(choice[None], inputs["token_memory"][None], n)[0]
+                words = inputs["token_ids"][keep].tolist()
             else:
+                kept = self.attention.top_memories(choice[None], n)[0].tolist() if n else range(len(rows))
                 words = self._salient([rows[i] for i in kept])["token_ids"].tolist()
             if not words:
                 return pooled[0], choice

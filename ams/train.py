@@ -302,8 +302,8 @@ BUILT_BEFORE_OWNERS = ("the examples were built before salient tokens knew their
 
 def prefixes(channel, bb, examples: list[Example], salient_memories: int = 0) -> tuple[list[Tensor], dict[str, Tensor]]:
     """Each question's prefix (S_i + L, d), salient-token padding dropped, and the attention weights.
-    With `salient_memories` n, the salient words of the n memories the channel attends to most only
-    (`CrossBundleAttention.kept_tokens`)."""
+    With `salient_memories` n, the salient words of the n memories of most relevance only
+    (`CrossBundleAttention.kept_tokens`; a store also weighs retrieval's score: `Memory._choice`)."""
     batch = collate(examples)
     ids = [ex.inputs["token_ids"] for ex in examples]
     S = max(len(i) for i in ids)
@@ -323,7 +323,7 @@ def prefixes(channel, bb, examples: list[Example], salient_memories: int = 0) ->
         return list(prefix), weights
     keep = torch.stack([torch.arange(S) < len(i) for i in ids]).to(prefix.device)  # (B, S): not the padding
     if owner is not None:  # the salient words of the memories the channel attends to
-        keep &= CrossBundleAttention.kept_tokens(weights, owner, salient_memories)
+        keep &= CrossBundleAttention.kept_tokens(CrossBundleAttention.relevance(weights), owner, salient_memories)
     return [torch.cat([p[:S][k], p[S:]]) for k, p in zip(keep, prefix)], weights
 
 

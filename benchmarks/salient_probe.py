@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import ams
-from ams.attention import RELEVANCE_BUNDLES
+from ams.attention import CrossBundleAttention
 from ams.train import VAL_SEEDS, answer_hits, build_examples, prefixes
 
 
@@ -52,7 +52,7 @@ def main() -> None:
             covered += any(all(t in ids for t in tok.encode(s, add_special_tokens=False)) for s in spellings)
         with torch.no_grad():
             _, w = prefixes(channel, bb, examples)
-        attended = torch.stack([w[b] for b in RELEVANCE_BUNDLES]).mean(0).argmax(-1).tolist()
+        attended = CrossBundleAttention.relevance(w).argmax(-1).tolist()
         n = len(examples)
         report = {"questions": n, "weights": mem.weights or "untrained",
                   "answer_in_salient_words": covered / n,

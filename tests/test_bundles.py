@@ -117,9 +117,10 @@ def test_the_prefix_can_keep_the_salient_words_of_the_most_attended_memories_onl
     fib = {"temporal": torch.zeros(2, 3, 6), "topic": torch.zeros(2, 3, d), "context": torch.zeros(2, 3, d)}
     owner = torch.tensor([[0, 0, 1, 2, 2], [0, 1, 1, 2, -1]])
     _, w = att(q, torch.zeros(2, d), dirn, fib, tokens=torch.zeros(2, 5, d))
-    assert att.kept_tokens(w, owner, 0).all()  # 0: every memory's words
-    assert att.attended(w, 1).tolist() == [[2], [0]]
-    assert att.kept_tokens(w, owner, 1).tolist() == [[False, False, False, True, True], [True, False, False, False, False]]
-    assert att.attended(w, 2).tolist() == [[0, 2], [0, 1]]  # in retrieval order
-    assert att.kept_tokens(w, owner, 2).tolist() == [[True, True, False, True, True], [True, True, True, False, False]]
-    assert att.attended(w, 5).tolist() == [[0, 1, 2], [0, 1, 2]]  # no more than were retrieved
+    a = att.relevance(w)
+    assert att.kept_tokens(a, owner, 0).all()  # 0: every memory's words
+    assert att.top_memories(a, 1).tolist() == [[2], [0]]
+    assert att.kept_tokens(a, owner, 1).tolist() == [[False, False, False, True, True], [True, False, False, False, False]]
+    assert att.top_memories(a, 2).tolist() == [[0, 2], [0, 1]]  # in retrieval order
+    assert att.kept_tokens(a, owner, 2).tolist() == [[True, True, False, True, True], [True, True, True, False, False]]
+    assert att.top_memories(a, 5).tolist() == [[0, 1, 2], [0, 1, 2]]  # no more than were retrieved

@@ -352,7 +352,7 @@ def test_a_run_can_train_with_the_attended_memorys_words_only(tiny_backbone_dir,
     for n in (0, 2):
         with ams.Memory.open(tmp_path / f"{n}.db", backbone=tiny_backbone_dir, weights=weights,
                              config=MemoryConfig(prefix=PrefixConfig(salient_memories=n))) as mem:
-            assert mem._salient_memories == n
+            assert mem.config.prefix.salient_memories == n  # what `_prefix` reads: the weights do not override it
     # the same directory with another number of salient tokens: its cached examples do not fit, and the run says so
     with pytest.raises(InvalidInput, match="was built with"):
         train_channel(dataclasses.replace(cfg, salient_tokens=4), out_dir=tmp_path / "run", progress=False)

@@ -20,6 +20,8 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
 import ams
 from ams.bench.synthetic import generate_session
 from ams.bench.viability import ASK_AFTER_S, _fact_times
@@ -40,6 +42,12 @@ def table(records: list[dict]) -> dict[str, int]:
            "retrieval": right(lambda r, i: r["fused"][i]), "attention": right(lambda r, i: r["relevance"][i])}
     for w in WEIGHTS:
         out[f"log relevance + {w} x fused"] = right(lambda r, i, w=w: log(r["relevance"][i]) + w * r["fused"][i])
+    several = [r for r in records if len(r["fused"]) > 1]  # the questions with a choice to make
+    if several:
+        fused = np.concatenate([r["fused"] for r in several])
+        out["fused p5 / p50 / p95"] = [round(float(x), 3) for x in np.percentile(fused, [5, 50, 95])]
+        out["fused gap, first to second, p50"] = round(float(np.median([r["fused"][0] - r["fused"][1]
+                                                                        for r in several])), 3)
     return out
 
 

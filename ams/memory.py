@@ -69,8 +69,11 @@ from .turns import (
     CORRECTION_REACH,
     NAME_WORD,
     STOPWORDS,
+    Holder,
+    about_others,
     content_words,
     corrects,
+    holders,
     is_question,
     named_people,
     turn_line,
@@ -406,6 +409,7 @@ class Memory:
         self._words: list[frozenset[str]] | None = None
         self._df: Counter[str] | None = None
         self._people: list[frozenset[tuple[str, ...]]] | None = None
+        self._holders: dict[int, frozenset[Holder]] = {}  # row -> whom it is about, read on first need
         self._question = np.zeros(0, dtype=np.float32)  # (rows,) 1 for a memory that is a question
         self._correction = np.zeros(0, dtype=bool)  # (rows,) the turn corrects its speaker (`is_correction`)
         self._corrected_by: dict[int, list[int]] = {}  # row -> the later turns that correct it, in order
@@ -497,6 +501,7 @@ class Memory:
         return out
 
     def _forget_row(self, row: int) -> None:
+        self._holders.pop(row, None)
         for index in self._index.values():
             index.remove(row)
         if self._words is not None:
@@ -504,7 +509,8 @@ class Memory:
             self._words[row], self._people[row] = frozenset(), frozenset()
 
     def _set_text(self, row: int, text: str, session: str | None) -> None:
-        """A row's text changed (an update): its words, question flag and correction link follow."""
+        """A row's text changed (an update): its words, holders, question flag and correction link follow."""
+        self._holders.pop(row, None)
         if self._words is not None:
             self._df.subtract(self._words[row])
             self._words[row], self._people[row] = content_words(text), named_people(text)
@@ -1074,6 +1080,9 @@ class Memory:
                 asked = self._asked_about(query, named)
                 extra["people"] = (lambda rows: self._about(rows, asked) * (self._speaker[rows] >= 0),
                                    rc.people_weight)
+        if rc.holder_weight > 0:
+            asked = holders(query, question=True)
+            extra["holder"] = (lambda rows: -self._about_others(rows, asked), rc.holder_weight)
         extra["question"] = (lambda rows: -self._question[rows], rc.question_penalty)
         successor = self._successor if rc.supersede_corrections and self._corrected_by else None
         fused, rows, per = fuse(self._index, points, weights, k=min(k, n), candidates=candidates,
@@ -1130,6 +1139,21 @@ class Memory:
             people = self._people[r]
             if people:
                 out[i] = 1.0 if any(asked.intersection(p) for p in people) else -1.0
+        return out
+
+    def _about_others(self, rows: np.ndarray, asked: frozenset[Holder]) -> np.ndarray:
+        """1 for each row written as a fact (no speaker) about people none of whom the question asks
+        about (`turns.about_others`), else 0. Each row's holders are read from its stored text the
+        first time a question's pool holds it."""
+        out = np.zeros(len(rows), dtype=np.float32)
+        if not asked:
+            return out
+        facts = [int(r) for r in rows if self._speaker[r] < 0]
+        unread = [self._ids[r] for r in facts if r not in self._holders]
+        for row in self.store.memory_rows_by_id(self.user_id, unread) if unread else ():
+            self._holders[self._row_of[row["id"]]] = holders(row["text"])
+        for i, r in enumerate(rows.tolist()):
+            out[i] = float(about_others(self._holders.get(r, frozenset()), asked))
         return out
 
     def _informative(self, rows: np.ndarray) -> np.ndarray:

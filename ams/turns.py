@@ -96,3 +96,71 @@ def turn_line(row: dict) -> str:
 def turn_window(earlier: list[str], row: dict, m: int) -> str:
     """The text a dialogue turn's context point encodes: its `m` previous lines, then its own."""
     return "\n".join([*earlier[-m:], turn_line(row)])
+
+
+# People a memory can be about besides its writer: kin, partners, friends and people of daily life.
+# A relation is read where "my" or "our" names it ("my wife", "our son", "my best friend") or a named
+# person's possessive does ("Lea Novak's sister"); plurals count as their singular.
+RELATIONS = frozenset("""wife husband spouse partner fiance fiancee girlfriend boyfriend ex son daughter child kid
+baby stepson stepdaughter mother mom mum mommy mummy mama father dad daddy papa parent stepmother stepfather
+brother sister sibling twin stepbrother stepsister grandmother grandma granny nana grandfather grandpa granddad
+grandparent grandson granddaughter grandchild grandkid aunt auntie uncle cousin niece nephew godmother godfather
+godson goddaughter godchild mother-in-law father-in-law sister-in-law brother-in-law son-in-law daughter-in-law
+in-laws friend bestie roommate flatmate housemate neighbour neighbor boss manager colleague coworker co-worker
+teammate classmate teacher tutor mentor coach doctor dentist therapist landlord landlady tenant""".split())
+_PLURAL = {"children": "child", "grandchildren": "grandchild"}
+_MINE = re.compile(r"\b(?:my|our)\s+([\w-]+)(?:\s+([\w-]+))?")
+_FIRST_PERSON = re.compile(r"\b(?:i|me|myself|mine|we|us|ourselves|ours)\b|\bi['’](?:m|ve|d|ll)\b")
+
+Holder = tuple[frozenset[str], str]  # (a named person's folded words, or none; a relation, or "")
+USER: Holder = (frozenset(), "")  # the writer: "I", "me", "my job"
+
+
+def _relation(word: str | None) -> str:
+    """`word` as a relation ("sisters" -> "sister"), or ""."""
+    if not word:
+        return ""
+    word = _PLURAL.get(word, word)
+    if word in RELATIONS:
+        return word
+    return word[:-1] if word.endswith("s") and word[:-1] in RELATIONS else ""
+
+
+def holders(text: str, *, question: bool = False) -> frozenset[Holder]:
+    """Whom a memory or question is about, as (name words, relation): the writer (`USER`, from
+    "I", "me" or "my" before anything but a relation), a relation of theirs ("my wife" ->
+    ((), "wife")), a named person (`named_people`; "Kofi Eriksen" -> ({"kofi", "eriksen"}, "")) or
+    a named person's relation ("Lea Novak's sister" -> ({"lea", "novak"}, "sister")). A question
+    also names people by one capitalised word after its first ("Where does Kofi live?").
+    A surface rule, not a parser: the writer of "I married Ana" is found, the wife is not, and
+    "our dog" is the writer's."""
+    folded = fold(text)
+    out: set[Holder] = set()
+    user = _FIRST_PERSON.search(folded) is not None
+    for m in _MINE.finditer(folded):
+        relation = _relation(m.group(1)) or _relation(m.group(2))
+        if relation:
+            out.add((frozenset(), relation))
+        else:
+            user = True
+    if user:
+        out.add(USER)
+    people = set(named_people(text))
+    if question:  # a capitalised word of no name found already
+        named = {w for p in people for w in p}
+        people.update((w,) for m in NAME_WORD.finditer(text) if m.start() > 0 and m.group(1)[0].isupper()
+                      and m.group(1) not in _PRONOUN_I and (w := fold(m.group(1))) not in named)
+    for person in people:
+        after = re.search(rf"\b{re.escape(' '.join(person))}['’]s\s+([\w-]+)(?:\s+([\w-]+))?", folded)
+        relation = _relation(after.group(1)) or _relation(after.group(2)) if after else ""
+        out.add((frozenset(person), relation))
+    return frozenset(out)
+
+
+def about_others(memory: frozenset[Holder], asked: frozenset[Holder]) -> bool:
+    """Whether a memory is about people (`holders`) none of whom the question asks about. Two
+    holders are one person when their relations agree and so do their names (a shared name word:
+    "Kofi" is "Kofi Eriksen"), or neither has one."""
+    if not memory or not asked:
+        return False
+    return not any(rm == ra and (nm & na if nm or na else True) for nm, rm in memory for na, ra in asked)

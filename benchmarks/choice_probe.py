@@ -3,6 +3,7 @@ per question, for choosing how `hybrid` and `prefix` pick one memory (`PrefixCon
 
     .venv/bin/python benchmarks/choice_probe.py --first-seed 10000 --users 8 --facts 20,50 --json PATH
     .venv/bin/python benchmarks/choice_probe.py --read PATH [PATH ...]     # the table over saved records
+    .venv/bin/python benchmarks/choice_probe.py ... --holder-weights 0,0.2   # one table per holder_weight
 
 Synthetic users of the held-out split, written to stores on the shipped channel, asked a day after
 their last fact; for each question with an answer and a gold fact, the gated retrieved rows (as
@@ -18,6 +19,7 @@ import argparse
 import json
 import math
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -57,42 +59,64 @@ def main() -> None:
     p.add_argument("--first-seed", type=int, default=None)
     p.add_argument("--users", type=int, default=8)
     p.add_argument("--facts", default="20,50")
+    p.add_argument("--holder-weights", default=None,
+                   help="comma-separated RetrievalConfig.holder_weight values to collect records under "
+                        "(default: the configured one)")
     p.add_argument("--backbone", default="smollm2-135m-instruct")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     if args.read:
         records = [r for path in args.read for r in json.loads(Path(path).read_text())["records"]]
-        print(json.dumps(table(records), indent=1))
+        tables = {w: table([r for r in records if r.get("holder_weight") == w])
+                  for w in dict.fromkeys(r.get("holder_weight") for r in records)}
+        print(json.dumps(tables if len(tables) > 1 else next(iter(tables.values())), indent=1))
         return
     if args.first_seed is None or args.json is None:
         p.error("--first-seed and --json are needed to collect records")
     facts = [int(x) for x in args.facts.split(",")]
+    base = ams.MemoryConfig()
+    weights = ([float(w) for w in args.holder_weights.split(",")] if args.holder_weights
+               else [base.retrieval.holder_weight])
     records = []
-    for u in range(args.users):
-        session = generate_session(facts[u % len(facts)], seed=args.first_seed + u, split="heldout", n_queries=20)
-        with ams.Memory.open(":memory:", backbone=args.backbone) as mem:
+    with tempfile.TemporaryDirectory() as tmp:
+        for u in range(args.users):
+            session = generate_session(facts[u % len(facts)], seed=args.first_seed + u, split="heldout", n_queries=20)
+            path = Path(tmp) / f"user{u}.db"
             times = _fact_times(session)
-            ids = mem.write_many([{"text": f.text, "ts": t, "session": f.session}
-                                  for f, t in zip(session.facts, times)])
+            with ams.Memory.open(path, backbone=args.backbone) as mem:
+                ids = mem.write_many([{"text": f.text, "ts": t, "session": f.session}
+                                      for f, t in zip(session.facts, times)])
             memory_of = {f.id: m for f, m in zip(session.facts, ids)}
             now = max(times) + ASK_AFTER_S
-            gate = mem.config.retrieval.for_store(False).relative_gate
-            for q in session.queries:
-                gold = {memory_of[f] for f in q.fact_ids if f in memory_of}
-                if not q.keywords or not gold:
-                    continue
-                points = mem._query_points(q.text, None, now, {})
-                rows, fused, _ = mem._retrieve(points, 3, q.text, now, {})
-                kept = _gate(rows, fused, gate)
-                _, relevance = mem._prefix(mem._prefix_inputs(q.text, points, kept, now), kept)
-                records.append({"user": u, "n": len(session.facts), "query": q.text,
-                                "fused": [float(x) for x in fused[: len(kept)]],
-                                "relevance": relevance.tolist(),
-                                "gold": [mem._ids[r] in gold for r in kept]})
-        print(f"user {u}: {len(records)} questions", file=sys.stderr, flush=True)
-    Path(args.json).write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "table": table(records),
+            for w in weights:
+                config = base.model_copy(update={"retrieval": base.retrieval.model_copy(update={"holder_weight": w})})
+                with ams.Memory.open(path, backbone=args.backbone, config=config) as mem:
+                    records += _records(mem, session, memory_of, now, u, w)
+            print(f"user {u}: {len(records)} records", file=sys.stderr, flush=True)
+    tables = {w: table([r for r in records if r["holder_weight"] == w]) for w in weights}
+    Path(args.json).write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "tables": tables,
                                            "records": records}))
-    print(json.dumps(table(records), indent=1))
+    print(json.dumps(tables, indent=1))
+
+
+def _records(mem: ams.Memory, session, memory_of: dict[str, str], now: float, user: int, w: float) -> list[dict]:
+    """One record per question with an answer and a gold fact: the gated retrieved rows' fused
+    scores, the channel's relevance of each, and which are gold."""
+    gate = mem.config.retrieval.for_store(False).relative_gate
+    out = []
+    for q in session.queries:
+        gold = {memory_of[f] for f in q.fact_ids if f in memory_of}
+        if not q.keywords or not gold:
+            continue
+        points = mem._query_points(q.text, None, now, {})
+        rows, fused, _ = mem._retrieve(points, 3, q.text, now, {})
+        kept = _gate(rows, fused, gate)
+        _, choice = mem._prefix(mem._prefix_inputs(q.text, points, kept, now), kept)  # no fused: log relevance
+        out.append({"user": user, "n": len(session.facts), "holder_weight": w, "query": q.text,
+                    "fused": [float(x) for x in fused[: len(kept)]],
+                    "relevance": choice.exp().tolist(),
+                    "gold": [mem._ids[r] in gold for r in kept]})
+    return out
 
 
 if __name__ == "__main__":

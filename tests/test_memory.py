@@ -359,6 +359,82 @@ def test_context_bundle_reads_the_session(fresh_store):
         fresh_store.write("Lima and Cusco were my favourite cities.", session="chat")
 
 
+@pytest.mark.parametrize("text, question, expected", [
+    ("My wife has a cat called Nimbus.", False, {((), "wife")}),
+    ("My daughter's cat's name is Marble.", False, {((), "daughter")}),
+    ("I adopted a beagle named Waffles.", False, {((), "")}),
+    ("My dog chewed our sofa", False, {((), "")}),  # "my" before a thing: the writer's
+    ("I visit my mother every Sunday", False, {((), ""), ((), "mother")}),
+    ("My best friend and my older sisters moved", False, {((), "friend"), ((), "sister")}),
+    ("Our son-in-law cooks", False, {((), "son-in-law")}),
+    ("Kofi Eriksen is allergic to sesame.", False, {(("eriksen", "kofi"), "")}),
+    ("Lea Novak's sister lives in Oslo.", False, {(("lea", "novak"), "sister")}),
+    ("The train was late.", False, set()),
+    ("Which name did my wife give the cat?", True, {((), "wife")}),
+    ("Where does Lea Novak's sister live?", True, {(("lea", "novak"), "sister")}),
+    ("Where does Kofi live?", True, {(("kofi",), "")}),  # a question's lone capitalised word is a name
+    ("Where does Kofi live?", False, set()),
+])
+def test_holders_say_whom_a_memory_or_question_is_about(text, question, expected):
+    from ams.turns import holders
+
+    assert {(tuple(sorted(n)), r) for n, r in holders(text, question=question)} == expected
+
+
+def test_about_others_needs_people_on_both_sides_and_none_shared():
+    from ams.turns import USER, about_others
+
+    wife, daughter = (frozenset(), "wife"), (frozenset(), "daughter")
+    kofi, kofi_eriksen = (frozenset({"kofi"}), ""), (frozenset({"kofi", "eriksen"}), "")
+    assert about_others(frozenset({daughter}), frozenset({wife}))
+    assert about_others(frozenset({USER}), frozenset({wife}))  # "I have a cat" is not my wife's cat
+    assert about_others(frozenset({kofi_eriksen}), frozenset({USER}))
+    assert not about_others(frozenset({USER, wife}), frozenset({wife}))
+    assert not about_others(frozenset({kofi_eriksen}), frozenset({kofi}))  # one shared name word
+    assert not about_others(frozenset(), frozenset({wife}))  # about no one in particular
+    assert not about_others(frozenset({daughter}), frozenset())  # a question about no one
+    assert about_others(frozenset({(frozenset({"lea"}), "sister")}), frozenset({(frozenset({"lea"}), "")}))
+
+
+def test_the_holder_channel_marks_facts_about_someone_the_question_does_not_ask_about(store_path, tiny_backbone_dir):
+    from ams.config import MemoryConfig, RetrievalConfig
+
+    texts = ["My wife has a cat called Nimbus.", "My daughter's cat is called Marble.",
+             "Kofi Eriksen's cat is called Pixel.", "I have a cat called Tofu."]
+    config = MemoryConfig(retrieval=RetrievalConfig(holder_weight=0.5))
+    with ams.Memory.open(store_path, backbone=tiny_backbone_dir, config=config) as mem:
+        ids = mem.write_many(texts)
+        mem.add_messages([{"role": "user", "name": "Ana", "content": "my daughter's cat is called Pepper"}])
+
+        def holder(question: str) -> dict[str, float]:
+            return {h.text: h.scores["holder"] for h in mem.search(question, k=5)}
+
+        assert holder("What is my wife's cat called?") == {
+            texts[0]: 0.0, texts[1]: -1.0, texts[2]: -1.0, texts[3]: -1.0,
+            "my daughter's cat is called Pepper": 0.0}  # a dialogue turn: the people channel's to judge
+        assert holder("What is my cat called?") == {
+            texts[0]: -1.0, texts[1]: -1.0, texts[2]: -1.0, texts[3]: 0.0, "my daughter's cat is called Pepper": 0.0}
+        assert holder("What is Kofi's cat called?")[texts[2]] == 0.0
+        assert set(holder("What cats are there?").values()) == {0.0}  # a question about no one in particular
+        hits = mem.search("What is my wife's cat called?", k=5)
+        by_text = {h.text: h for h in hits}
+        assert by_text[texts[1]].score == pytest.approx(
+            sum(by_text[texts[1]].scores[c] * w for c, w in _fused_weights(mem).items()), abs=1e-5)
+        mem.update(ids[1], "My wife's cat sleeps all day.")  # an update changes whom the fact is about
+        assert holder("What is my wife's cat called?")["My wife's cat sleeps all day."] == 0.0
+    with ams.Memory.open(store_path, backbone=tiny_backbone_dir,
+                         config=MemoryConfig(retrieval=RetrievalConfig(holder_weight=0.0))) as mem:
+        assert all("holder" not in h.scores for h in mem.search("What is my wife's cat called?", k=5))
+
+
+def _fused_weights(mem) -> dict[str, float]:
+    """Each channel's weight in a fact store's fused score, as `Memory._retrieve` sets them."""
+    rc = mem.config.retrieval
+    return {"topic": rc.topic_weight, "context": rc.context_weight, "temporal": rc.temporal_weight,
+            "lexical": rc.lexical_weight, "recency": rc.recency_weight, "holder": rc.holder_weight,
+            "question": rc.question_penalty}
+
+
 def test_relative_gate_keeps_the_best_memory_whatever_the_sign():
     from ams.memory import _gate
 

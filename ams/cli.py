@@ -200,7 +200,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import MODES, ChannelTrainConfig, train_channel
 
     cfg = ChannelTrainConfig(backbone=args.backbone, salient_tokens=args.salient_tokens,
-                             salient_memories=args.salient_memories,
+                             salient_memories=args.salient_memories, holder_weight=args.holder_weight,
                              train_episodes=args.episodes, val_episodes=args.val_episodes,
                              facts=args.facts, queries=args.queries, k=args.k, modes=args.modes,
                              prefix_target=args.prefix_target, hybrid_target=args.hybrid_target, steps=args.steps,
@@ -271,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--salient-memories", type=int, default=0,
                    help="train with the salient words of only the n memories the channel attends to most "
                    "(default 0: of all; answering, the store's own setting decides)")
+    t.add_argument("--holder-weight", type=float, default=0.0,
+                   help="the holder channel's weight when the examples' memories are retrieved (default 0, "
+                   "as the shipped channel was trained; stores use RetrievalConfig.holder_weight)")
     t.add_argument("--episodes", type=int, default=80, help="synthetic users of the train split")
     t.add_argument("--val-episodes", type=int, default=8, help="synthetic users of the held-out split")
     t.add_argument("--facts", type=_csv(int), default=(20, 50), help="facts per user, cycled (default: 20,50)")

@@ -63,6 +63,10 @@ class ChannelTrainConfig:
         salient_memories: train with the salient words of only the n memories the channel attends
             to most (0: every retrieved memory's). Recorded in the recipe; at answer time the store's
             own setting (`PrefixConfig.salient_memories`) decides.
+        holder_weight: the holder channel's weight when the examples' memories are retrieved
+            (`RetrievalConfig.holder_weight`). 0, as the shipped channel's examples were retrieved
+            (the channel predates the holder channel), keeps the recipe remaking it; stores retrieve
+            with the holder channel on.
         train_episodes: synthetic users (fresh stores) of the train split.
         val_episodes: synthetic users of the held-out split.
         facts: facts per episode, cycled over the episodes.
@@ -87,6 +91,7 @@ class ChannelTrainConfig:
     backbone: str = "smollm2-135m-instruct"
     salient_tokens: int = 8
     salient_memories: int = 0
+    holder_weight: float = 0.0
     train_episodes: int = 80
     val_episodes: int = 8
     facts: tuple[int, ...] = (20, 50)
@@ -124,8 +129,8 @@ class ChannelTrainConfig:
         for name in ("prefix_target", "hybrid_target"):
             if getattr(self, name) not in TARGETS:
                 raise InvalidInput(f"{name} must be one of {TARGETS}, got {getattr(self, name)!r}")
-        if self.lr <= 0 or self.retrieval_weight < 0:
-            raise InvalidInput("lr must be positive and retrieval_weight non-negative")
+        if self.lr <= 0 or self.retrieval_weight < 0 or self.holder_weight < 0:
+            raise InvalidInput("lr must be positive, and retrieval_weight and holder_weight non-negative")
         self.facts, self.modes = tuple(self.facts), tuple(self.modes)
 
     def target_kind(self, mode: str) -> str:
@@ -135,7 +140,7 @@ class ChannelTrainConfig:
     @property
     def example_settings(self) -> dict:
         """What building the examples depends on beyond the users and questions."""
-        return {"salient_tokens": self.salient_tokens}
+        return {"salient_tokens": self.salient_tokens, "holder_weight": self.holder_weight}
 
     @property
     def needs_text_answers(self) -> bool:
@@ -168,7 +173,7 @@ VAL_SEEDS = 10_000  # validation users' session seeds start here: never a benchm
 
 
 def build_examples(backbone: str, split: str, episodes: int, *, facts: tuple[int, ...], queries: int, k: int,
-                   seed: int, salient_tokens: int = 8, first_seed: int = 0,
+                   seed: int, salient_tokens: int = 8, holder_weight: float = 0.0, first_seed: int = 0,
                    progress: Callable[[int], None] | None = None) -> list[Example]:
     """Write synthetic episodes of `split` to fresh stores and record each question's channel inputs.
 
@@ -180,6 +185,7 @@ def build_examples(backbone: str, split: str, episodes: int, *, facts: tuple[int
         queries: questions per episode.
         k: memories retrieved per question.
         salient_tokens: salient-word tokens per retrieved memory in the prefix inputs.
+        holder_weight: `RetrievalConfig.holder_weight` of the episodes' stores.
         progress: called with the number of facts and questions done, as they are.
     """
     from .bench.synthetic import generate_session
@@ -191,7 +197,7 @@ def build_examples(backbone: str, split: str, episodes: int, *, facts: tuple[int
         session = generate_session(facts[e % len(facts)], seed=seed * 100_003 + first_seed + e, split=split,
                                    n_queries=queries)
         with tempfile.TemporaryDirectory() as tmp, Memory.open(Path(tmp) / "episode.db", backbone=backbone,
-                                                                config=_config(salient_tokens),
+                                                                config=_config(salient_tokens, holder_weight),
                                                                 weights="untrained") as mem:
             times = _fact_times(session)
             ids = mem.write_many([{"text": f.text, "ts": t, "session": f.session}
@@ -531,7 +537,7 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
         plot_history(history, out / "curves.png")
         if end == cfg.steps:
             save_channel(acc.unwrap_model(channel), bb, out / "channel.safetensors", recipe=history["config"],
-                         **cfg.example_settings)
+                         salient_tokens=cfg.salient_tokens)
     return history
 
 
@@ -554,10 +560,11 @@ def _build_data(cfg: ChannelTrainConfig, *, progress: bool) -> tuple[list[Exampl
     return train, val
 
 
-def _config(salient_tokens: int):
-    from .config import MemoryConfig, PrefixConfig
+def _config(salient_tokens: int, holder_weight: float):
+    from .config import MemoryConfig, PrefixConfig, RetrievalConfig
 
-    return MemoryConfig(prefix=PrefixConfig(salient_tokens=salient_tokens))
+    return MemoryConfig(prefix=PrefixConfig(salient_tokens=salient_tokens),
+                        retrieval=RetrievalConfig(holder_weight=holder_weight))
 
 
 def _jsonable(d: dict) -> dict:

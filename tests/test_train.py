@@ -344,7 +344,7 @@ def test_a_run_can_train_with_the_attended_memorys_words_only(tiny_backbone_dir,
                              facts=(10,), queries=4, steps=2, batch_size=4, eval_every=2, eval_answers=2,
                              max_new_tokens=2, warmup=1, prefix_target="entity")
     train_channel(cfg, out_dir=tmp_path / "run", progress=False)
-    assert examples_settings(tmp_path / "run" / "examples-train.safetensors") == {"salient_tokens": 8}
+    assert examples_settings(tmp_path / "run" / "examples-train.safetensors") == {"salient_tokens": 8, "holder_weight": 0.0}
     weights = tmp_path / "run" / "channel.safetensors"
     with safe_open(str(weights), "pt") as f:
         assert json.loads(f.metadata()["recipe"])["salient_memories"] == 1
@@ -356,6 +356,10 @@ def test_a_run_can_train_with_the_attended_memorys_words_only(tiny_backbone_dir,
     # the same directory with another number of salient tokens: its cached examples do not fit, and the run says so
     with pytest.raises(InvalidInput, match="was built with"):
         train_channel(dataclasses.replace(cfg, salient_tokens=4), out_dir=tmp_path / "run", progress=False)
+    with pytest.raises(InvalidInput, match="was built with"):  # retrieved another way: they do not fit either
+        train_channel(dataclasses.replace(cfg, holder_weight=0.3), out_dir=tmp_path / "run", progress=False)
+    with pytest.raises(InvalidInput, match="holder_weight"):
+        dataclasses.replace(cfg, holder_weight=-0.1)
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x00" * 64)
     with pytest.raises(InvalidInput, match="not a file of channel training examples"):

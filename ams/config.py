@@ -122,7 +122,7 @@ class RetrievalConfig(_Frozen):
         "someone the question does not ask about (`turns.holders`): \"my daughter's cat\" when the question "
         "asks about my wife's, a named person's allergy when it asks about my brother's. On 200 validation "
         "questions (held-out split, 20 to 1,000 facts) the memory `hybrid` keeps was gold for 161 with 0, "
-        "175 with 0.1, 181 with 0.3 and 182 with 0.5 (BENCHMARKS.md, \"Whom a fact is about\").",
+        "173 with 0.1, 178 with 0.2, 181 with 0.3 and 182 with 0.5 (BENCHMARKS.md, \"Whom a fact is about\").",
     )
     people_weight: float = Field(
         0.6, ge=0, description="Weight of the people channel for dialogue turns: +1 for a turn that names "

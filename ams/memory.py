@@ -1081,8 +1081,8 @@ class Memory:
                 extra["people"] = (lambda rows: self._about(rows, asked) * (self._speaker[rows] >= 0),
                                    rc.people_weight)
         if rc.holder_weight > 0:
-            asked = holders(query, question=True)
-            extra["holder"] = (lambda rows: -self._about_others(rows, asked), rc.holder_weight)
+            whose = holders(query, question=True)
+            extra["holder"] = (lambda rows: -self._about_others(rows, whose), rc.holder_weight)
         extra["question"] = (lambda rows: -self._question[rows], rc.question_penalty)
         successor = self._successor if rc.supersede_corrections and self._corrected_by else None
         fused, rows, per = fuse(self._index, points, weights, k=min(k, n), candidates=candidates,

@@ -1,5 +1,5 @@
-"""Surface rules over dialogue turns: a turn's content words, who it names, whether it corrects its
-speaker or asks a question, and the line it is shown and encoded as.
+"""Surface rules over memories' text: a turn's content words, who it names, whether it corrects its
+speaker or asks a question, and the line it is shown and encoded as; whom a fact is about.
 
 These are rules over English text, not parsers; each says what it misses. Retrieval's channels
 (`Memory.search`) and the context bundle's turn windows read them.

@@ -99,13 +99,16 @@ def test_batched_answers_equal_one_by_one_answers(seed_store):
 
 
 def test_the_prefix_answers_more_from_the_attended_memorys_words_than_from_every_memorys():
+    """Retrieval without the holder channel, which leaves more memories about other people past the
+    gate beside the right one: what the choice of words is for (measured 18 hits against 14; with
+    the holder channel 19 against 18)."""
     from ams.bench.synthetic import generate_session
-    from ams.config import MemoryConfig, PrefixConfig
+    from ams.config import MemoryConfig, PrefixConfig, RetrievalConfig
 
     hits = {}
     for n in (0, 1):  # 0: every retrieved memory's salient words, as stores read the channel before
         session = generate_session(50, seed=3, split="heldout", n_queries=30)
-        config = MemoryConfig(prefix=PrefixConfig(salient_memories=n))
+        config = MemoryConfig(prefix=PrefixConfig(salient_memories=n), retrieval=RetrievalConfig(holder_weight=0))
         with ams.Memory.open(":memory:", config=config) as mem:
             mem.write_many([f.text for f in session.facts])
             answers = [mem.generate(q.text, mode="prefix", max_new_tokens=30).text for q in session.queries]
@@ -116,7 +119,8 @@ def test_the_prefix_answers_more_from_the_attended_memorys_words_than_from_every
 def test_hybrid_shows_the_chosen_memory_and_answers_more_than_text():
     """Held-out users the benchmark never asks (seeds 5 and 6, 50 facts), asked a day after their last
     fact: with the defaults, `hybrid`'s prompt holds the one memory the store chooses, and it answers
-    more than `text`, which shows every retrieved memory (measured 35 against 22 of 50 questions)."""
+    more than `text`, which shows every retrieved memory (measured 41 against 28 of 50 questions; 35
+    against 22 before the holder channel)."""
     from ams.bench.synthetic import generate_session
     from ams.bench.viability import ASK_AFTER_S, _fact_times
 

@@ -35,7 +35,7 @@ def test_search_returns_the_written_memory_with_per_bundle_scores(fresh_store):
     ids = fresh_store.write_many(FACTS)
     hits = fresh_store.search(FACTS[2], k=3)
     assert hits[0].id == ids[2] and hits[0].text == FACTS[2]
-    assert set(hits[0].scores) == {"temporal", "topic", "context", "lexical", "recency", "question"}
+    assert set(hits[0].scores) == {"temporal", "topic", "context", "lexical", "recency", "holder", "question"}
     assert hits[0].scores["topic"] == pytest.approx(1.0, abs=1e-3)
     assert hits[0].scores["lexical"] == pytest.approx(1.0)  # the query is the text: the best BM25 match
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)

@@ -4,12 +4,14 @@
         untrained='benchmarks/results/channel_heldout/untrained_s*.json' \
         shipped='benchmarks/results/channel_heldout/text_targets_s*.json'
 
-Each argument names a channel and a glob of `ams bench session-viability --json` reports, one per
-session seed, all run with the same `--n`. Per channel and N it prints every mode's hit-rate over
+Each argument names a channel and a glob (or comma-separated globs, the first taking precedence)
+of `ams bench session-viability --json` reports, one per session seed, all run with the same `--n`. Per channel and N it prints every mode's hit-rate over
 all the questions of all the seeds, then `hybrid` against `text` on the same questions: how often
 `hybrid` is right where `text` is wrong, the reverse, and the two-sided sign-test p-value. `text`
 and `oracle` do not use the channel, so a report without them borrows them from another channel's
-report of the same seed (`--modes prefix,hybrid` runs are enough for a new channel).
+report of the same seed (`--modes prefix,hybrid` runs are enough for a new channel). Retrieval
+settings do change `text`: compare runs under other retrieval settings with each one's own `text`
+reports in its globs.
 """
 
 from __future__ import annotations
@@ -32,17 +34,19 @@ def sign_test(a: int, b: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def load(pattern: str) -> dict[tuple[int, int, str], list[dict]]:
-    """(seed, n, mode) -> the answers of the reports matching `pattern`."""
+def load(patterns: str) -> dict[tuple[int, int, str], list[dict]]:
+    """(seed, n, mode) -> the answers of the reports matching `patterns`, comma-separated globs: a
+    mode and session found by an earlier glob are not taken from a later one."""
     out: dict[tuple[int, int, str], list[dict]] = {}
-    paths = sorted(glob.glob(pattern))
-    if not paths:
-        raise SystemExit(f"no report matches {pattern!r}")
-    for path in paths:
-        report = json.loads(Path(path).read_text())
-        seed = report["config"]["seed"]
-        for r in report["results"]:
-            out[(seed, r["n"], r["mode"])] = r["answers"]
+    for pattern in patterns.split(","):
+        paths = sorted(glob.glob(pattern))
+        if not paths:
+            raise SystemExit(f"no report matches {pattern!r}")
+        for path in paths:
+            report = json.loads(Path(path).read_text())
+            seed = report["config"]["seed"]
+            for r in report["results"]:
+                out.setdefault((seed, r["n"], r["mode"]), r["answers"])
     return out
 
 

@@ -110,7 +110,7 @@ in-laws friend bestie roommate flatmate housemate neighbour neighbor boss manage
 teammate classmate teacher tutor mentor coach doctor dentist therapist landlord landlady tenant""".split())
 _PLURAL = {"children": "child", "grandchildren": "grandchild"}
 _MINE = re.compile(r"\b(?:my|our)\s+([\w-]+)(?:\s+([\w-]+))?")
-_FIRST_PERSON = re.compile(r"\b(?:i|me|myself|mine|we|us|ourselves|ours)\b|\bi['’](?:m|ve|d|ll)\b")
+_FIRST_PERSON = re.compile(r"\b(?:i|me|myself|mine|we|us|ourselves|ours)\b")  # "i'm": "i" is a word
 
 Holder = tuple[frozenset[str], str]  # (a named person's folded words, or none; a relation, or "")
 USER: Holder = (frozenset(), "")  # the writer: "I", "me", "my job"

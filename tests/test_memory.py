@@ -364,6 +364,8 @@ def test_context_bundle_reads_the_session(fresh_store):
     ("My daughter's cat's name is Marble.", False, {((), "daughter")}),
     ("I adopted a beagle named Waffles.", False, {((), "")}),
     ("My dog chewed our sofa", False, {((), "")}),  # "my" before a thing: the writer's
+    ("I’m allergic to cats", False, {((), "")}),
+    ("Your army cousin is here", False, set()),  # no "my" or "our" inside other words
     ("I visit my mother every Sunday", False, {((), ""), ((), "mother")}),
     ("My best friend and my older sisters moved", False, {((), "friend"), ((), "sister")}),
     ("Our son-in-law cooks", False, {((), "son-in-law")}),

@@ -189,7 +189,7 @@ def build_examples(backbone: str, split: str, episodes: int, *, facts: tuple[int
         progress: called with the number of facts and questions done, as they are.
     """
     from .bench.synthetic import generate_session
-    from .bench.viability import ASK_AFTER_S, _fact_times
+    from .bench.viability import write_session
     from .memory import Memory
 
     out: list[Example] = []
@@ -199,13 +199,9 @@ def build_examples(backbone: str, split: str, episodes: int, *, facts: tuple[int
         with tempfile.TemporaryDirectory() as tmp, Memory.open(Path(tmp) / "episode.db", backbone=backbone,
                                                                 config=_config(salient_tokens, holder_weight),
                                                                 weights="untrained") as mem:
-            times = _fact_times(session)
-            ids = mem.write_many([{"text": f.text, "ts": t, "session": f.session}
-                                  for f, t in zip(session.facts, times)])
+            memory_of, now = write_session(mem, session)
             if progress:
-                progress(len(ids))
-            memory_of = {f.id: m for f, m in zip(session.facts, ids)}
-            now = max(times) + ASK_AFTER_S
+                progress(len(memory_of))
             for q in session.queries:
                 gold_ids = {memory_of[f] for f in q.fact_ids if f in memory_of}
                 if not q.keywords or not gold_ids:

@@ -26,7 +26,7 @@ import numpy as np
 
 import ams
 from ams.bench.synthetic import generate_session
-from ams.bench.viability import ASK_AFTER_S, _fact_times
+from ams.bench.viability import write_session
 from ams.memory import _gate
 
 WEIGHTS = (2, 5, 10, 14, 20, 33, 50)
@@ -82,12 +82,8 @@ def main() -> None:
         for u in range(args.users):
             session = generate_session(facts[u % len(facts)], seed=args.first_seed + u, split="heldout", n_queries=20)
             path = Path(tmp) / f"user{u}.db"
-            times = _fact_times(session)
             with ams.Memory.open(path, backbone=args.backbone) as mem:
-                ids = mem.write_many([{"text": f.text, "ts": t, "session": f.session}
-                                      for f, t in zip(session.facts, times)])
-            memory_of = {f.id: m for f, m in zip(session.facts, ids)}
-            now = max(times) + ASK_AFTER_S
+                memory_of, now = write_session(mem, session)
             for w in weights:
                 config = base.model_copy(update={"retrieval": base.retrieval.model_copy(update={"holder_weight": w})})
                 with ams.Memory.open(path, backbone=args.backbone, config=config) as mem:

@@ -20,7 +20,7 @@ import numpy as np
 
 import ams
 from ams.bench.synthetic import generate_session
-from ams.bench.viability import ASK_AFTER_S, _fact_times
+from ams.bench.viability import write_session
 
 
 def main() -> None:
@@ -32,14 +32,12 @@ def main() -> None:
     args = p.parse_args()
     session = generate_session(args.facts, seed=args.seed, split="heldout", n_queries=20)
     questions = [q.text for q in session.queries]
-    times = _fact_times(session)
-    now = max(times) + ASK_AFTER_S
     base = ams.MemoryConfig()
     settings = {"0": 0.0, "default": base.retrieval.holder_weight}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "store.db"
         with ams.Memory.open(path, backbone=args.backbone) as mem:
-            mem.write_many([{"text": f.text, "ts": t} for f, t in zip(session.facts, times)])
+            _, now = write_session(mem, session)
         handles = {name: ams.Memory.open(path, backbone=args.backbone, config=base.model_copy(update={
             "retrieval": base.retrieval.model_copy(update={"holder_weight": w})})) for name, w in settings.items()}
         ms: dict[str, list[float]] = {name: [] for name in settings}

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import ams
 from ams.bench.synthetic import generate_session
-from ams.bench.viability import ASK_AFTER_S, _fact_times
+from ams.bench.viability import write_session
 from ams.config import MemoryConfig, PrefixConfig
 from ams.session import is_hit
 from ams.train import VAL_SEEDS
@@ -56,14 +56,10 @@ def main() -> None:
                                        n_queries=20)
             path = Path(tmp) / f"user{u}.db"
             with ams.Memory.open(path, backbone=args.backbone, weights=args.weights) as mem:
-                times = _fact_times(session)
-                ids = mem.write_many([{"text": f.text, "ts": t, "session": f.session}
-                                      for f, t in zip(session.facts, times)])
-            memory_of = {f.id: m for f, m in zip(session.facts, ids)}
+                memory_of, now = write_session(mem, session)
             asked = [q for q in session.queries if q.keywords and any(f in memory_of for f in q.fact_ids)]
             asked = asked[: args.max_questions - questions]
             questions += len(asked)
-            now = max(times) + ASK_AFTER_S
             texts = [q.text for q in asked]
             gold_ids = [[memory_of[f] for f in q.fact_ids if f in memory_of] for q in asked]
             for setting in hits:  # each on a copy: answers count accesses, which the prefix reads

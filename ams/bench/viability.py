@@ -215,6 +215,15 @@ def _fact_times(session: Session) -> list[float]:
     return [f.ts if f.ts is not None else FIXED_EPOCH + 60.0 * i for i, f in enumerate(session.facts)]
 
 
+def write_session(mem, session: Session) -> tuple[dict[str, str], float]:
+    """Write a session's facts to `mem` in one transaction, each at its time (`_fact_times`) and in
+    its conversation -> (fact id -> memory id, the time its questions are asked: `ASK_AFTER_S`
+    after the last fact)."""
+    times = _fact_times(session)
+    ids = mem.write_many([{"text": f.text, "ts": t, "session": f.session} for f, t in zip(session.facts, times)])
+    return {f.id: m for f, m in zip(session.facts, ids)}, max(times) + ASK_AFTER_S
+
+
 def _ranked(mem, query: str, k: int, method: str, fact_of: dict[str, str], now: float) -> list[str]:
     return [fact_of[h.id] for h in mem.search(query, k=k, method=method, now=now)]
 

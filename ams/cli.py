@@ -201,6 +201,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = ChannelTrainConfig(backbone=args.backbone, salient_tokens=args.salient_tokens,
                              salient_memories=args.salient_memories, holder_weight=args.holder_weight,
+                             salient_order=args.salient_order,
                              train_episodes=args.episodes, val_episodes=args.val_episodes,
                              facts=args.facts, queries=args.queries, k=args.k, modes=args.modes,
                              prefix_target=args.prefix_target, hybrid_target=args.hybrid_target, steps=args.steps,
@@ -274,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--holder-weight", type=float, default=0.0,
                    help="the holder channel's weight when the examples' memories are retrieved (default 0, "
                    "as the shipped channel was trained; stores use RetrievalConfig.holder_weight)")
+    t.add_argument("--salient-order", choices=("surprisal", "content_first"), default="surprisal",
+                   help="how each memory's salient words are ranked when the examples are read (default surprisal, "
+                   "as the shipped channel was trained; answering, stores use PrefixConfig.salient_order)")
     t.add_argument("--episodes", type=int, default=80, help="synthetic users of the train split")
     t.add_argument("--val-episodes", type=int, default=8, help="synthetic users of the held-out split")
     t.add_argument("--facts", type=_csv(int), default=(20, 50), help="facts per user, cycled (default: 20,50)")

@@ -189,6 +189,13 @@ class PrefixConfig(_Frozen):
         0, ge=0, le=64, description="Tokens of each retrieved memory's most surprising words given to the prefix as "
         "slots of their own (0: pooled slots only). Trained channel weights carry their own value, which wins; "
         "untrained, these slots cost hybrid answers (BENCHMARKS.md), so the default is 0.")
+    salient_order: Literal["surprisal", "content_first"] = Field(
+        "surprisal", description="How a memory's salient words are ranked while `salient_tokens` has room: by the "
+        "backbone's surprisal alone, as the shipped channel was trained; or every content word before any function "
+        "word (\"I\", \"my\", \"is\"), each kind by surprisal, which keeps a long memory's predictable names "
+        "(\"named Max\") that surprisal leaves out. With the shipped channel content_first answered as many questions of "
+        "the hand-written sessions and fewer held-out synthetic ones in prefix mode (BENCHMARKS.md, \"Training the "
+        "memory channel\").")
     salient_memories: int = Field(
         1, ge=0, le=64, description="Give the prefix the salient words of only the n retrieved memories the store "
         "chooses (see choice_retrieval_weight; 0: of every retrieved memory). Beside the right memory's words the "
@@ -206,7 +213,7 @@ class PrefixConfig(_Frozen):
         "(BENCHMARKS.md, \"Training the memory channel\").")
 
 
-ANSWER_TIME_PREFIX = {"salient_tokens", "salient_memories", "hybrid_text", "choice_retrieval_weight"}  # answer time only
+ANSWER_TIME_PREFIX = {"salient_tokens", "salient_order", "salient_memories", "hybrid_text", "choice_retrieval_weight"}  # answer time only
 
 
 class MemoryConfig(_Frozen):

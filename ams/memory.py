@@ -1415,7 +1415,8 @@ class Memory:
         owner: list[int] = []
         if self._salient_tokens and rows:
             texts = [self.store.memory_row(self.user_id, self._ids[r])["text"] for r in rows]
-            for k, words in enumerate(self.backbone.salient_ids(texts, self._salient_tokens)):
+            for k, words in enumerate(self.backbone.salient_ids(texts, self._salient_tokens,
+                                                                order=self.config.prefix.salient_order)):
                 ids += words
                 owner += [k] * len(words)
         return {"token_ids": torch.tensor(ids, dtype=torch.long), "token_memory": torch.tensor(owner, dtype=torch.long)}

@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from .attention import RELEVANCE_BUNDLES, CrossBundleAttention, save_channel
+from .backbone.hf import SALIENT_ORDERS
 from .bundles import BUNDLES
 from .checkpoints import load_checkpoint, lr_at, save_checkpoint, save_safetensors
 from .errors import InvalidInput
@@ -67,6 +68,9 @@ class ChannelTrainConfig:
             (`RetrievalConfig.holder_weight`). 0, as the shipped channel's examples were retrieved
             (the channel predates the holder channel), keeps the recipe remaking it; stores retrieve
             with the holder channel on.
+        salient_order: how each memory's salient words are ranked (`PrefixConfig.salient_order`):
+            "surprisal", as the shipped channel was trained and stores read by default, or
+            "content_first" (untried in training).
         train_episodes: synthetic users (fresh stores) of the train split.
         val_episodes: synthetic users of the held-out split.
         facts: facts per episode, cycled over the episodes.
@@ -92,6 +96,7 @@ class ChannelTrainConfig:
     salient_tokens: int = 8
     salient_memories: int = 0
     holder_weight: float = 0.0
+    salient_order: str = "surprisal"
     train_episodes: int = 80
     val_episodes: int = 8
     facts: tuple[int, ...] = (20, 50)
@@ -129,6 +134,8 @@ class ChannelTrainConfig:
         for name in ("prefix_target", "hybrid_target"):
             if getattr(self, name) not in TARGETS:
                 raise InvalidInput(f"{name} must be one of {TARGETS}, got {getattr(self, name)!r}")
+        if self.salient_order not in SALIENT_ORDERS:
+            raise InvalidInput(f"salient_order must be one of {SALIENT_ORDERS}, got {self.salient_order!r}")
         if self.lr <= 0 or self.retrieval_weight < 0 or self.holder_weight < 0:
             raise InvalidInput("lr must be positive, and retrieval_weight and holder_weight non-negative")
         self.facts, self.modes = tuple(self.facts), tuple(self.modes)
@@ -140,7 +147,8 @@ class ChannelTrainConfig:
     @property
     def example_settings(self) -> dict:
         """What building the examples depends on beyond the users and questions."""
-        return {"salient_tokens": self.salient_tokens, "holder_weight": self.holder_weight}
+        return {"salient_tokens": self.salient_tokens, "holder_weight": self.holder_weight,
+                "salient_order": self.salient_order}
 
     @property
     def needs_text_answers(self) -> bool:
@@ -169,11 +177,14 @@ class Example:
         return self.text_answer if kind == "text" and self.text_answer else self.answer
 
 
+# examples settings that files built before the setting existed did not record, and the value they were built with
+UNRECORDED = {"holder_weight": 0.0, "salient_order": "surprisal"}
 VAL_SEEDS = 10_000  # validation users' session seeds start here: never a benchmark's session (seeds 0, 1, ...)
 
 
 def build_examples(backbone: str, split: str, episodes: int, *, facts: tuple[int, ...], queries: int, k: int,
-                   seed: int, salient_tokens: int = 8, holder_weight: float = 0.0, first_seed: int = 0,
+                   seed: int, salient_tokens: int = 8, holder_weight: float = 0.0, salient_order: str = "surprisal",
+                   first_seed: int = 0,
                    progress: Callable[[int], None] | None = None) -> list[Example]:
     """Write synthetic episodes of `split` to fresh stores and record each question's channel inputs.
 
@@ -186,6 +197,7 @@ def build_examples(backbone: str, split: str, episodes: int, *, facts: tuple[int
         k: memories retrieved per question.
         salient_tokens: salient-word tokens per retrieved memory in the prefix inputs.
         holder_weight: `RetrievalConfig.holder_weight` of the episodes' stores.
+        salient_order: `PrefixConfig.salient_order` of the episodes' stores.
         progress: called with the number of facts and questions done, as they are.
     """
     from .bench.synthetic import generate_session
@@ -196,9 +208,9 @@ def build_examples(backbone: str, split: str, episodes: int, *, facts: tuple[int
     for e in range(episodes):
         session = generate_session(facts[e % len(facts)], seed=seed * 100_003 + first_seed + e, split=split,
                                    n_queries=queries)
+        config = _config(salient_tokens, holder_weight, salient_order)
         with tempfile.TemporaryDirectory() as tmp, Memory.open(Path(tmp) / "episode.db", backbone=backbone,
-                                                                config=_config(salient_tokens, holder_weight),
-                                                                weights="untrained") as mem:
+                                                                config=config, weights="untrained") as mem:
             memory_of, now = write_session(mem, session)
             if progress:
                 progress(len(memory_of))
@@ -455,9 +467,9 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
     acc = Accelerator(cpu=not torch.cuda.is_available())
     cached = out / "examples-train.safetensors", out / "examples-val.safetensors"
     if data is None and all(p.is_file() for p in cached):  # a resumed run, or the same data again
-        for p in cached:  # files from before the settings were kept say nothing
+        for p in cached:  # files from before a setting was kept were built as its first value was
             built = examples_settings(p)
-            if any(built.get(k, v) != v for k, v in cfg.example_settings.items()):
+            if any(built.get(k, UNRECORDED.get(k, v)) != v for k, v in cfg.example_settings.items()):
                 raise InvalidInput(f"{p} was built with {built}, this recipe needs {cfg.example_settings}: "
                                    "remove the examples files to build them again")
         data = load_examples(cached[0]), load_examples(cached[1])
@@ -556,10 +568,10 @@ def _build_data(cfg: ChannelTrainConfig, *, progress: bool) -> tuple[list[Exampl
     return train, val
 
 
-def _config(salient_tokens: int, holder_weight: float):
+def _config(salient_tokens: int, holder_weight: float, salient_order: str):
     from .config import MemoryConfig, PrefixConfig, RetrievalConfig
 
-    return MemoryConfig(prefix=PrefixConfig(salient_tokens=salient_tokens),
+    return MemoryConfig(prefix=PrefixConfig(salient_tokens=salient_tokens, salient_order=salient_order),
                         retrieval=RetrievalConfig(holder_weight=holder_weight))
 
 

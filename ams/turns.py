@@ -19,6 +19,13 @@ than that the their them then there these they this those through to too under u
 where which while who whom why will with would you your yours""".split())
 
 
+def is_function_word(word: str) -> bool:
+    """Whether a word (as written, perhaps with punctuation or a contraction: "I'm", "Is") is a
+    stopword: a word that carries no fact of its own."""
+    parts = re.findall(r"[^\W_]+", fold(word.strip()).split("'")[0].split("’")[0])
+    return bool(parts) and all(p in STOPWORDS for p in parts)
+
+
 def content_words(text: str, min_len: int = 3) -> frozenset[str]:
     """The content words of a text: folded, stopwords and short words left out."""
     return frozenset(w for w in re.findall(r"[^\W_]+", fold(text)) if len(w) >= min_len and w not in STOPWORDS)

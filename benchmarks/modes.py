@@ -3,6 +3,7 @@
     python benchmarks/modes.py                      # the seed session (20 facts, 10 questions)
     python benchmarks/modes.py benchmarks/dev_session.jsonl
     python benchmarks/modes.py --weights runs/channel/channel.safetensors --modes text,prefix,hybrid
+    python benchmarks/modes.py --modes prefix,hybrid --salient-order content_first
 
 Prints recall@1 of AMS retrieval, then per mode: hits (whole-word rule), hits (the original
 substring rule), mean prompt tokens including prefix slots, and median retrieve / generate ms.
@@ -30,6 +31,8 @@ def main() -> None:
     p.add_argument("--modes", default="none,full,flat,text,prefix,hybrid", help="modes to answer in, comma-separated")
     p.add_argument("--salient-memories", type=int, default=PrefixConfig().salient_memories,
                    help="memories whose salient words the prefix keeps, 0 for all (default: the store's default)")
+    p.add_argument("--salient-order", default=PrefixConfig().salient_order, choices=["surprisal", "content_first"],
+                   help="how each memory's salient words are ranked (default: the store's default)")
     p.add_argument("--hybrid-text", default=PrefixConfig().hybrid_text, choices=["chosen", "retrieved", "chosen_first"],
                    help="what hybrid's prompt shows of the retrieved memories (default: the store's default)")
     p.add_argument("--verbose", action="store_true")
@@ -39,7 +42,8 @@ def main() -> None:
     if bad or not modes:
         p.error(f"--modes takes modes among {', '.join(ams.MODES)}; got {args.modes!r}")
     s = load_session(args.session)
-    config = MemoryConfig(prefix=PrefixConfig(salient_memories=args.salient_memories, hybrid_text=args.hybrid_text))
+    config = MemoryConfig(prefix=PrefixConfig(salient_memories=args.salient_memories, hybrid_text=args.hybrid_text,
+                                              salient_order=args.salient_order))
     with ams.Memory.open(":memory:", backbone=args.backbone, weights=args.weights, config=config) as mem:
         t0 = time.perf_counter()
         ids = mem.write_many([f.text for f in s.facts])

@@ -242,20 +242,21 @@ def test_prefix_has_the_backbone_width_and_token_norm(tiny_backbone_dir, tmp_pat
     fresh_store.close()
 
 
+@pytest.mark.parametrize("order", ["content_first", "surprisal"])
 def test_a_prefix_carries_the_words_of_the_attended_memory_only_and_reads_no_others(tiny_backbone_dir, tmp_path,
-                                                                                      monkeypatch):
+                                                                                      monkeypatch, order):
     from ams.config import MemoryConfig, PrefixConfig
 
     query, now = "Where does Tomas live?", 1.7e9
     with ams.Memory.open(tmp_path / "m.db", backbone=tiny_backbone_dir, config=MemoryConfig(
-            prefix=PrefixConfig(salient_tokens=4, salient_memories=1))) as mem:
+            prefix=PrefixConfig(salient_tokens=4, salient_memories=1, salient_order=order))) as mem:
         mem.write_many(FACTS)
         bb = mem.backbone
         # a training example's view holds every retrieved memory's words and says whose each is
         rows = mem._retrieve(mem._query_points(query, None, now), 3, query, now, {})[0]  # three, ungated
         plan = mem._plan(query, "hybrid", 3, 30, None, rows, now, example=True)
         inputs = plan.inputs
-        words = [bb.salient_ids([mem.get(mem._ids[r]).text], 4)[0] for r in rows]
+        words = [bb.salient_ids([mem.get(mem._ids[r]).text], 4, order=order)[0] for r in rows]
         assert inputs["token_ids"].tolist() == [t for w in words for t in w]
         assert inputs["token_memory"].tolist() == [k for k, w in enumerate(words) for _ in w]
         _, w = mem.attention(**{k: {b: t[None] for b, t in v.items()} if isinstance(v, dict) else v[None]

@@ -20,6 +20,7 @@ from ams.train import (
     channel_loss,
     examples_settings,
     load_examples,
+    save_examples,
     train_channel,
 )
 
@@ -291,6 +292,22 @@ def test_salient_ids_are_whole_words_in_text_order(tiny_backbone_dir):
         assert bb.salient_ids(["", "ok"], 4)[0] == []
 
 
+def test_salient_words_are_content_words_before_function_words(tiny_backbone_dir):
+    with ams.Memory.open(":memory:", backbone=tiny_backbone_dir) as mem:
+        bb = mem.backbone
+        text = "My dog is a golden retriever named Max, he is three years old."
+        content = ["dog", "golden", "retriever", "named", "Max", "three", "years", "old"]  # each after a space
+        room = sum(len(bb.tokenize(" " + w)) for w in content)
+        got = bb.salient_ids([text], room, order="content_first")[0]
+        assert bb.decode(got).split() == content  # whatever the (random) model finds surprising
+        more = bb.decode(bb.salient_ids([text], room + 1, order="content_first")[0]).split()
+        assert len(more) == len(content) + 1 and set(content) < set(more)  # then one function word of one token
+        everything = bb.salient_ids([text], 64, order="surprisal")[0]
+        assert bb.salient_ids([text], 64, order="content_first")[0] == everything
+        with pytest.raises(InvalidInput, match="order"):
+            bb.salient_ids([text], 8, order="content")
+
+
 def test_salient_ids_of_a_padded_batch_equal_those_read_one_at_a_time(tiny_backbone_dir):
     with ams.Memory.open(":memory:", backbone=tiny_backbone_dir) as mem:
         bb = mem.backbone
@@ -344,7 +361,8 @@ def test_a_run_can_train_with_the_attended_memorys_words_only(tiny_backbone_dir,
                              facts=(10,), queries=4, steps=2, batch_size=4, eval_every=2, eval_answers=2,
                              max_new_tokens=2, warmup=1, prefix_target="entity")
     train_channel(cfg, out_dir=tmp_path / "run", progress=False)
-    assert examples_settings(tmp_path / "run" / "examples-train.safetensors") == {"salient_tokens": 8, "holder_weight": 0.0}
+    assert examples_settings(tmp_path / "run" / "examples-train.safetensors") == {
+        "salient_tokens": 8, "holder_weight": 0.0, "salient_order": "surprisal"}
     weights = tmp_path / "run" / "channel.safetensors"
     with safe_open(str(weights), "pt") as f:
         assert json.loads(f.metadata()["recipe"])["salient_memories"] == 1
@@ -358,8 +376,19 @@ def test_a_run_can_train_with_the_attended_memorys_words_only(tiny_backbone_dir,
         train_channel(dataclasses.replace(cfg, salient_tokens=4), out_dir=tmp_path / "run", progress=False)
     with pytest.raises(InvalidInput, match="was built with"):  # retrieved another way: they do not fit either
         train_channel(dataclasses.replace(cfg, holder_weight=0.3), out_dir=tmp_path / "run", progress=False)
+    with pytest.raises(InvalidInput, match="was built with"):  # their words ranked another way
+        train_channel(dataclasses.replace(cfg, salient_order="content_first"), out_dir=tmp_path / "run", progress=False)
     with pytest.raises(InvalidInput, match="holder_weight"):
         dataclasses.replace(cfg, holder_weight=-0.1)
+    with pytest.raises(InvalidInput, match="salient_order"):
+        dataclasses.replace(cfg, salient_order="random")
+    # files from before a setting was kept were built with its first value: they fit that, not another
+    for p in (tmp_path / "run").glob("examples-*.safetensors"):
+        examples = load_examples(p)
+        save_examples(examples, p, {"salient_tokens": 8})
+    with pytest.raises(InvalidInput, match="was built with"):
+        train_channel(dataclasses.replace(cfg, salient_order="content_first"), out_dir=tmp_path / "run", progress=False)
+    train_channel(dataclasses.replace(cfg, steps=3, eval_every=3), out_dir=tmp_path / "run", progress=False)
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x00" * 64)
     with pytest.raises(InvalidInput, match="not a file of channel training examples"):

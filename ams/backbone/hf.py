@@ -19,8 +19,10 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidInput
+from ..turns import is_function_word
 
 SALIENCE_FRAME = "Something to remember about me:\n"
+SALIENT_ORDERS = ("surprisal", "content_first")  # how `salient_ids` ranks a text's words
 ENCODE_DTYPES = ("auto", "float32", "bfloat16")
 
 
@@ -188,29 +190,36 @@ class HFBackbone:
         return BackboneEncoding(torch.cat(hiddens)[back], torch.cat(salients)[back])
 
     @torch.no_grad()
-    def salient_ids(self, texts: list[str], m: int, *, batch_size: int = 16) -> list[list[int]]:
+    def salient_ids(self, texts: list[str], m: int, *, order: str = "surprisal",
+                    batch_size: int = 16) -> list[list[int]]:
         """Per text, the token ids of its most surprising words, at most `m` tokens, in text order.
 
         A word is a run of tokens that starts at whitespace (punctuation stands alone and is never
         chosen); its score is the largest surprisal -log p(x_t | x_<t) of its tokens, each text read
         after `SALIENCE_FRAME` so its first words are not all surprises. Words are taken whole, best
         first, while they fit: "I adopted a beagle named Waffles." gives the tokens of "beagle" and
-        "Waffles" before those of "named". The texts share padded forward passes of `batch_size`.
+        "Waffles" before those of "named". `order` (`SALIENT_ORDERS`) "surprisal" ranks by surprisal
+        alone; "content_first" takes every content word before any function word ("I", "my", "is", "he").
+        The texts share padded forward passes of `batch_size`.
         """
+        if order not in SALIENT_ORDERS:
+            raise InvalidInput(f"order must be one of {SALIENT_ORDERS}, got {order!r}")
         frame = self._with_bos(self.tokenize(SALIENCE_FRAME))
         toks = [self.tokenize(t) for t in texts]
         surprisal: dict[int, list[float]] = {}
-        order = sorted((i for i, ids in enumerate(toks) if ids), key=lambda i: len(toks[i]))
-        for c in range(0, len(order), batch_size):
-            chunk = order[c : c + batch_size]
+        by_length = sorted((i for i, ids in enumerate(toks) if ids), key=lambda i: len(toks[i]))
+        for c in range(0, len(by_length), batch_size):
+            chunk = by_length[c : c + batch_size]
             ids, mask = self._right_pad([frame + toks[i] for i in chunk])
             s = self._surprisal(self.model(input_ids=ids, attention_mask=mask).logits, ids)  # (B, T-1)
             for row, i in enumerate(chunk):  # the text's tokens are predicted at len(frame) - 1 onwards
                 surprisal[i] = s[row, len(frame) - 1 : len(frame) - 1 + len(toks[i])].tolist()
-        return [self._pick_words(ids, surprisal[i], m) if ids else [] for i, ids in enumerate(toks)]
+        return [self._pick_words(ids, surprisal[i], m, order == "content_first") if ids else []
+                for i, ids in enumerate(toks)]
 
-    def _pick_words(self, ids: list[int], surprisal: list[float], m: int) -> list[int]:
-        """The tokens of a text's most surprising whole words, at most `m`, in text order."""
+    def _pick_words(self, ids: list[int], surprisal: list[float], m: int, content_first: bool) -> list[int]:
+        """The tokens of a text's most surprising whole words, at most `m`, in text order; with
+        `content_first`, function words only where room is left."""
         words: list[list[int]] = []  # token positions
         for i, t in enumerate(ids):
             piece = self.tokenizer.decode([t])
@@ -220,8 +229,10 @@ class HFBackbone:
                 words.append([i])
             else:
                 words[-1].append(i)
-        scored = sorted((w for w in words if any(c.isalnum() for c in self.decode([ids[i] for i in w]))),
-                        key=lambda w: -max(surprisal[i] for i in w))
+        text = [self.decode([ids[i] for i in w]) for w in words]
+        scored = sorted((k for k, t in enumerate(text) if any(c.isalnum() for c in t)),
+                        key=lambda k: (content_first and is_function_word(text[k]), -max(surprisal[i] for i in words[k])))
+        scored = [words[k] for k in scored]
         chosen, room = [], m
         for w in scored:
             if len(w) <= room:

@@ -193,9 +193,9 @@ class PrefixConfig(_Frozen):
         "surprisal", description="How a memory's salient words are ranked while `salient_tokens` has room: by the "
         "backbone's surprisal alone, as the shipped channel was trained; or every content word before any function "
         "word (\"I\", \"my\", \"is\"), each kind by surprisal, which keeps a long memory's predictable names "
-        "(\"named Max\") that surprisal leaves out. With the shipped channel content_first answered as many questions of "
-        "the hand-written sessions and fewer held-out synthetic ones in prefix mode (BENCHMARKS.md, \"Training the "
-        "memory channel\").")
+        "(\"named Max\") that surprisal leaves out. With the shipped channel content_first answered more of the "
+        "hand-written sessions' questions and fewer of the held-out synthetic users' in prefix mode (BENCHMARKS.md, "
+        "\"A long memory's salient words\").")
     salient_memories: int = Field(
         1, ge=0, le=64, description="Give the prefix the salient words of only the n retrieved memories the store "
         "chooses (see choice_retrieval_weight; 0: of every retrieved memory). Beside the right memory's words the "

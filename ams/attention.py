@@ -173,13 +173,13 @@ CHANNEL_FORMAT = "ams-channel/1"
 
 
 def save_channel(channel: CrossBundleAttention, backbone, path: str | Path, *, salient_tokens: int = 0,
-                 recipe: dict | None = None) -> None:
+                 salient_order: str = "surprisal", recipe: dict | None = None) -> None:
     """Write a trained channel (safetensors, fp16: half the bytes, and the prefix it makes is the
     same to within fp16 rounding), tagged with its backbone's identity, its shapes, and the salient
-    tokens per memory it was trained with (a store that loads it uses that number)."""
+    tokens per memory and their order it was trained with (a store that loads it uses those)."""
     meta = {"format": CHANNEL_FORMAT, "backbone_identity": backbone.identity, "backbone_name": backbone.name,
             "slots": str(channel.slots), "d_model": str(channel.d_model), "salient_tokens": str(int(salient_tokens)),
-            "recipe": json.dumps(recipe or {})}
+            "salient_order": salient_order, "recipe": json.dumps(recipe or {})}
     state = {k: (v.half() if v.is_floating_point() else v).detach().contiguous() for k, v in channel.state_dict().items()}
     save_safetensors(state, path, meta)
 

@@ -193,7 +193,8 @@ class PrefixConfig(_Frozen):
         "surprisal", description="How a memory's salient words are ranked while `salient_tokens` has room: by the "
         "backbone's surprisal alone, as the shipped channel was trained; or every content word before any function "
         "word (\"I\", \"my\", \"is\"), each kind by surprisal, which keeps a long memory's predictable names "
-        "(\"named Max\") that surprisal leaves out. With the shipped channel content_first answered more of the "
+        "(\"named Max\") that surprisal leaves out. Trained weights that record the order they were trained with use "
+        "it (the shipped ones do not). With the shipped channel content_first answered more of the "
         "hand-written sessions' questions and fewer of the held-out synthetic users' in prefix mode (BENCHMARKS.md, "
         "\"A long memory's salient words\").")
     salient_memories: int = Field(

@@ -42,6 +42,7 @@ import torch
 from ._version import __version__
 from .attention import CrossBundleAttention, channel_digest, channel_identity, load_channel, shipped_channel
 from .backbone import DEFAULT_BACKBONE, HFBackbone, load_backbone
+from .backbone.hf import SALIENT_ORDERS
 from .bundles import BUNDLES, ContextBundle, TemporalBundle, TopicBundle, context_point
 from .config import MemoryConfig, NewerSettings
 from .embedder import SentenceEncoder
@@ -168,6 +169,7 @@ class Memory:
         ).eval()
         self.weights: str | None = None  # the trained channel's file, when one is loaded
         self._salient_tokens = config.prefix.salient_tokens  # trained weights bring their own
+        self._salient_order = config.prefix.salient_order  # and theirs, where they record it
         self._closed = False
         self._lock = threading.RLock()  # public calls run one at a time (`_guarded`)
         self._index: dict[str, BundleIndex] = {}  # bundle -> its retrieval keys, filled by _load
@@ -307,6 +309,9 @@ class Memory:
         meta = load_channel(data, self.attention, self.backbone.identity)
         self.attention.eval()
         self._salient_tokens = int(meta.get("salient_tokens", self._salient_tokens))
+        self._salient_order = meta.get("salient_order", self._salient_order)  # files before it: the store's
+        if self._salient_order not in SALIENT_ORDERS:
+            raise InvalidInput(f"channel weights {path} rank salient words by an unknown order {self._salient_order!r}")
         self.weights = str(path.resolve())
 
     def _record_weights(self, path: str, digest: str, recorded: tuple[str | None, str | None]) -> None:
@@ -1416,7 +1421,7 @@ class Memory:
         if self._salient_tokens and rows:
             texts = [self.store.memory_row(self.user_id, self._ids[r])["text"] for r in rows]
             for k, words in enumerate(self.backbone.salient_ids(texts, self._salient_tokens,
-                                                                order=self.config.prefix.salient_order)):
+                                                                order=self._salient_order)):
                 ids += words
                 owner += [k] * len(words)
         return {"token_ids": torch.tensor(ids, dtype=torch.long), "token_memory": torch.tensor(owner, dtype=torch.long)}

@@ -545,7 +545,7 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
         plot_history(history, out / "curves.png")
         if end == cfg.steps:
             save_channel(acc.unwrap_model(channel), bb, out / "channel.safetensors", recipe=history["config"],
-                         salient_tokens=cfg.salient_tokens)
+                         salient_tokens=cfg.salient_tokens, salient_order=cfg.salient_order)
     return history
 
 

@@ -159,6 +159,23 @@ def _trained_weights(tiny_backbone_dir, path):
         save_channel(mem.attention, mem.backbone, path, salient_tokens=8)
 
 
+def test_weights_bring_the_salient_order_they_were_trained_with(tiny_backbone_dir, tmp_path):
+    from ams.config import MemoryConfig, PrefixConfig
+
+    with ams.Memory.open(":memory:", backbone=tiny_backbone_dir) as mem:
+        save_channel(mem.attention, mem.backbone, tmp_path / "cf.safetensors", salient_tokens=8,
+                     salient_order="content_first")
+        save_channel(mem.attention, mem.backbone, tmp_path / "bad.safetensors", salient_tokens=8, salient_order="odd")
+    text = "My dog is a golden retriever named Max, he is three years old."
+    for order in ("surprisal", "content_first"):  # the store's setting does not override the weights'
+        with ams.Memory.open(tmp_path / f"{order}.db", backbone=tiny_backbone_dir, weights=tmp_path / "cf.safetensors",
+                             config=MemoryConfig(prefix=PrefixConfig(salient_order=order))) as mem:
+            mem.write(text)
+            assert mem._salient([0])["token_ids"].tolist() == mem.backbone.salient_ids([text], 8, order="content_first")[0]
+    with pytest.raises(InvalidInput, match="unknown order"):
+        ams.Memory.open(tmp_path / "bad.db", backbone=tiny_backbone_dir, weights=tmp_path / "bad.safetensors")
+
+
 def test_a_store_opens_with_weights_and_remembers_them(tiny_backbone_dir, other_backbone_dir, tmp_path):
     weights = tmp_path / "channel.safetensors"
     _trained_weights(tiny_backbone_dir, weights)

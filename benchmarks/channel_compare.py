@@ -9,7 +9,9 @@ of `ams bench session-viability --json` reports, one per session seed, all run w
 all the questions of all the seeds, then `hybrid` against `text` on the same questions: how often
 `hybrid` is right where `text` is wrong, the reverse, and the two-sided sign-test p-value. `text`
 and `oracle` do not use the channel, so a report without them borrows them from another channel's
-report of the same seed (`--modes prefix,hybrid` runs are enough for a new channel). Retrieval
+report of the same seed (`--modes prefix,hybrid` runs are enough for a new channel). Every channel
+after the first is then compared with the first on the questions both answered, per N and mode:
+right answers, and right in one only. Retrieval
 settings do change `text`: compare runs under other retrieval settings with each one's own `text`
 reports in its globs.
 """
@@ -83,6 +85,22 @@ def main() -> None:
                 line += f"  | hybrid vs text: +{gained} / -{lost} (p = {row['sign_p']:.2g})"
             table[name][n] = row
             print(f"{name:>12}  N={n:<5} ({row['questions']} questions)  {line}")
+    first, *others = runs
+    for name in others:  # each channel against the first, question by question, on the modes both ran
+        both: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # hits here, there, only, only
+        for key in sorted(set(runs[first]) & set(runs[name])):
+            if key[2] in ("text", "oracle"):
+                continue
+            there = {row["query"]: row["hit"] for row in runs[first][key]}
+            for row in runs[name][key]:
+                c = both[(key[1], key[2])]
+                c[0] += row["hit"]
+                c[1] += there[row["query"]]
+                c[2] += row["hit"] and not there[row["query"]]
+                c[3] += there[row["query"]] and not row["hit"]
+        for (n, mode), (here, there, gained, lost) in sorted(both.items()):
+            print(f"{name} against {first}  N={n:<5} {mode}: {here} against {there} right; "
+                  f"+{gained} / -{lost} on the same questions (p = {sign_test(gained, lost):.2g})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(table, f, indent=1)

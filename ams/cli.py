@@ -207,13 +207,19 @@ def cmd_train(args: argparse.Namespace) -> int:
                              prefix_target=args.prefix_target, hybrid_target=args.hybrid_target, steps=args.steps,
                              batch_size=args.batch_size, lr=args.lr, retrieval_weight=args.retrieval_weight,
                              eval_every=args.eval_every, eval_answers=args.eval_answers, seed=args.seed)
-    history = train_channel(cfg, out_dir=args.out, progress=not args.quiet)
+    history = train_channel(cfg, out_dir=args.out, progress=not args.quiet, store_check=not args.no_store_check)
     first, last = history["val"][0], history["val"][-1]
+    store = history.get("store")
     for mode in MODES:  # both are validated, whichever are trained
         print(f"{mode:>7}: held-out NLL {first[f'{mode}_nll']:.3f} -> {last[f'{mode}_nll']:.3f}, "
-              f"hit-rate {first[f'{mode}_hit']:.2f} -> {last[f'{mode}_hit']:.2f}")
+              f"hit-rate {first[f'{mode}_hit']:.2f} -> {last[f'{mode}_hit']:.2f}"
+              + (f", {store[f'{mode}_hit']:.2f} as a store answers" if store else ""))
     if "text_hit" in first:
-        print(f"   text: hit-rate {first['text_hit']:.2f} (no prefix: what hybrid has to beat)")
+        print(f"   text: hit-rate {first['text_hit']:.2f} (no prefix: what hybrid has to beat)"
+              + (f", {store['text_hit']:.2f} as a store answers" if store else ""))
+    if store:
+        print(f"(as a store answers: {store['questions']} held-out questions, each user's facts in a fresh store "
+              "with these weights and the default settings)")
     out = Path(args.out)
     print(f"weights: {out / 'channel.safetensors'}\ncurves: {out / 'curves.png'}\nhistory: {out / 'history.json'}")
     return 0
@@ -296,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=int, default=100)
     t.add_argument("--eval-answers", type=int, default=60, help="held-out questions answered per validation")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--no-store-check", action="store_true",
+                   help="skip answering the validation questions as a store does once trained")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(fn=cmd_train)
 

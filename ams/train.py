@@ -28,7 +28,8 @@ Losses:
     # then: ams.Memory.open("alice.db", weights="runs/channel/channel.safetensors")
 
 The same loop runs on CPU, one GPU, or several under `accelerate launch`, with a progress bar,
-periodic validation (NLL and greedy hit-rate), PNG curves and resumable safetensors checkpoints.
+periodic validation (NLL and greedy hit-rate), PNG curves and resumable safetensors checkpoints;
+once trained, the validation questions are answered again as a store answers them (`store_validation`).
 Glossary: B batch, K retrieved memories, L prefix slots, T tokens, A answer tokens, d width.
 """
 
@@ -441,8 +442,58 @@ def validate(channel, bb, examples: list[Example], cfg: ChannelTrainConfig, *,
     return out
 
 
+@torch.no_grad()
+def store_validation(weights: str | Path, cfg: ChannelTrainConfig, *, progress: bool = True) -> dict[str, float]:
+    """Hit-rates on the validation questions as a store gives them: what users get.
+
+    `validate` reads its examples as training does: retrieved as the recipe's episodes were, the
+    prefix from the salient words `salient_memories` names, and `hybrid`'s prompt with every
+    retrieved memory. A store retrieves with its own settings, keeps one memory by attention and
+    retrieval together, and shows that one in `hybrid` (`PrefixConfig`). Here each validation
+    user's facts go into a fresh store opened with `weights` and the default settings, and the
+    first `eval_answers` questions (the ones `validate` answers) are asked through
+    `Memory.generate_many` in `text`, `prefix` and `hybrid`.
+
+    Returns:
+        {"questions": n, "text_hit": ..., "prefix_hit": ..., "hybrid_hit": ..., "answers": [{"query",
+        "mode", "answer", "hit"}, ...]}; the modes are asked one after another on each store, as
+        `ams bench session-viability` asks them.
+    """
+    from tqdm.auto import tqdm
+
+    from .bench.synthetic import generate_session
+    from .bench.viability import write_session
+    from .memory import Memory
+    from .session import is_hit
+
+    modes = ("text", *MODES)
+    answers: list[dict] = []
+    asked = 0
+    with tqdm(total=cfg.eval_answers, disable=not progress, desc="answering as a store", unit="question") as bar:
+        for e in range(cfg.val_episodes):
+            if asked >= cfg.eval_answers:
+                break
+            session = generate_session(cfg.facts[e % len(cfg.facts)], seed=cfg.seed * 100_003 + VAL_SEEDS + e,
+                                       split="heldout", n_queries=cfg.queries)
+            with tempfile.TemporaryDirectory() as tmp, Memory.open(Path(tmp) / "validation.db", backbone=cfg.backbone,
+                                                                    weights=str(weights)) as mem:
+                memory_of, now = write_session(mem, session)
+                queries = [q for q in session.queries  # the questions `build_examples` keeps
+                           if q.keywords and any(f in memory_of for f in q.fact_ids)][: cfg.eval_answers - asked]
+                for mode in modes if queries else ():
+                    gens = mem.generate_many([q.text for q in queries], mode=mode, k=cfg.k,
+                                             max_new_tokens=cfg.max_new_tokens, now=now)
+                    answers += [{"query": q.text, "mode": mode, "answer": g.text,
+                                 "hit": is_hit(g.text, q.keywords, q.forbidden)} for q, g in zip(queries, gens)]
+            asked += len(queries)
+            bar.update(len(queries))
+    rates = {f"{m}_hit": sum(a["hit"] for a in answers if a["mode"] == m) / max(1, asked) for m in modes}
+    return {"questions": asked, **rates, "answers": answers}
+
+
 def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: bool = True,
-                  data: tuple[list[Example], list[Example]] | None = None, stop_at: int | None = None) -> dict:
+                  data: tuple[list[Example], list[Example]] | None = None, stop_at: int | None = None,
+                  store_check: bool = True) -> dict:
     """Train the channel; write `channel.safetensors`, `history.json` and `curves.png` to `out_dir`.
 
     Args:
@@ -453,9 +504,12 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
         progress: progress bars.
         data: (train, validation) examples already built (by `build_examples`); built when None.
         stop_at: stop after this step with a checkpoint (the schedule still spans `cfg.steps`).
+        store_check: once trained, answer the validation questions as a store does
+            (`store_validation`), kept as the history's "store".
 
     Returns:
-        The history: per step the losses, per validation the held-out metrics, and the config.
+        The history: per step the losses, per validation the held-out metrics, the config, and
+        (with `store_check`, once the last step is done) the hit-rates as a store answers.
     """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
@@ -541,16 +595,21 @@ def train_channel(cfg: ChannelTrainConfig, *, out_dir: str | Path, progress: boo
         if acc.is_main_process and (done % cfg.checkpoint_every == 0 or done == end):
             save_checkpoint(out, acc.unwrap_model(channel), optimizer, done, history)
     if acc.is_main_process:
-        (out / "history.json").write_text(json.dumps(history, indent=1))
-        plot_history(history, out / "curves.png")
         if end == cfg.steps:
             save_channel(acc.unwrap_model(channel), bb, out / "channel.safetensors", recipe=history["config"],
                          salient_tokens=cfg.salient_tokens, salient_order=cfg.salient_order)
+            if store_check:
+                history["store"] = store_validation(out / "channel.safetensors", cfg, progress=progress)
+                if progress:
+                    print("as a store answers: " + _val_line(
+                        {k: v for k, v in history["store"].items() if k != "answers"}, "questions"), flush=True)
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+        plot_history(history, out / "curves.png")
     return history
 
 
-def _val_line(row: dict) -> str:
-    return f"step {row['step']}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "step")
+def _val_line(row: dict, first: str = "step") -> str:
+    return f"{first} {row[first]}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k != first)
 
 
 def _build_data(cfg: ChannelTrainConfig, *, progress: bool) -> tuple[list[Example], list[Example]]:
@@ -599,6 +658,12 @@ def plot_history(history: dict, path: str | Path) -> None:
     text = [v["text_hit"] for v in val if "text_hit" in v]
     if text:
         bx.axhline(text[0], color="0.4", ls="--", lw=1, label="text (no prefix)")
+    if "store" in history and val:  # the trained channel answering as a store does
+        at = val[-1]["step"]
+        for i, mode in enumerate(MODES):
+            bx.plot([at], [history["store"][f"{mode}_hit"]], "*", ms=12, color=f"C{i}",
+                    label=f"{mode}, as a store answers")
+        bx.plot([at], [history["store"]["text_hit"]], "*", ms=12, color="0.4", label="text, as a store answers")
     ax.set_xlabel("step")
     ax.set_ylabel("nats / answer token")
     ax.grid(alpha=0.3)

@@ -11,9 +11,13 @@ from safetensors import safe_open
 
 import ams
 from ams.attention import load_channel, save_channel
+from ams.bench.synthetic import generate_session
+from ams.bench.viability import write_session
 from ams.config import MemoryConfig, PrefixConfig
 from ams.errors import InvalidInput, StoreMismatch
+from ams.session import is_hit
 from ams.train import (
+    VAL_SEEDS,
     ChannelTrainConfig,
     add_text_answers,
     build_examples,
@@ -107,6 +111,38 @@ def test_a_prefix_only_run_still_validates_hybrid_against_text(data, tiny_backbo
     assert {"prefix_hit", "hybrid_hit", "text_hit"} <= set(first) and 0 <= first["text_hit"] <= 1
     assert {"prefix_hit", "hybrid_hit"} <= set(last) and "text_hit" not in last  # text does not train
     assert (tmp_path / "prefix_only" / "curves.png").is_file()
+
+
+def test_a_trained_run_answers_its_validation_questions_as_a_store_does(tiny_backbone_dir, tmp_path):
+    cfg = ChannelTrainConfig(backbone=tiny_backbone_dir, train_episodes=1, val_episodes=2, facts=(10,), queries=4,
+                             steps=1, batch_size=4, eval_every=1, eval_answers=6, max_new_tokens=3, warmup=1,
+                             prefix_target="entity")
+    history = train_channel(cfg, out_dir=tmp_path / "run", progress=False)
+    store, weights = history["store"], tmp_path / "run" / "channel.safetensors"
+    val = load_examples(tmp_path / "run" / "examples-val.safetensors")
+    asked = [ex.query for ex in val[: cfg.eval_answers]]
+    assert len(asked) > 4  # past the first user's questions: both users are asked
+    assert store["questions"] == len(asked)
+    for mode in ("text", "prefix", "hybrid"):  # validate's questions, in its order, in every mode
+        mine = [a for a in store["answers"] if a["mode"] == mode]
+        assert [a["query"] for a in mine] == asked
+        assert store[f"{mode}_hit"] == sum(a["hit"] for a in mine) / len(asked)
+    assert json.loads((tmp_path / "run" / "history.json").read_text())["store"] == store
+    # the first user's answers are a default store's with the trained weights, asked as the benchmark asks
+    session = generate_session(10, seed=VAL_SEEDS, split="heldout", n_queries=4)
+    with ams.Memory.open(tmp_path / "user.db", backbone=tiny_backbone_dir, weights=weights) as mem:
+        assert mem.weights == str(weights.resolve())
+        _, now = write_session(mem, session)
+        for mode in ("text", "prefix", "hybrid"):
+            mine = [a for a in store["answers"] if a["mode"] == mode]
+            first = [q for q in session.queries if q.keywords and q.fact_ids]
+            gens = mem.generate_many([q.text for q in first], mode=mode, k=cfg.k, max_new_tokens=3, now=now)
+            assert [g.text for g in gens] == [a["answer"] for a in mine[: len(first)]]
+            assert [is_hit(g.text, q.keywords, q.forbidden) for g, q in zip(gens, first)] == [
+                a["hit"] for a in mine[: len(first)]]
+    # without the check: no store answers
+    again = train_channel(cfg, out_dir=tmp_path / "unchecked", progress=False, store_check=False)
+    assert "store" not in again and again["loss"] == history["loss"]
 
 
 def test_bad_recipes_are_refused():

@@ -8,12 +8,14 @@ change what is stored (encoders, codec layout) and silently applies the rest (re
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Settings read only when searching: a store written by a newer version may carry ones this version
-# lacks, and is opened without them (`MemoryConfig.from_stored`).
+# lacks, and is opened without them (`MemoryConfig.from_stored`). Stores written since record which of
+# their settings are read only when answering (`MemoryConfig.answer_time_settings`), which widens this.
 SEARCH_ONLY = ("retrieval",)
 KAKEYA_HEADER = 6  # bytes of a Kakeya-PQ code's coarse part (alpha, t, segment)
 
@@ -248,13 +250,19 @@ class MemoryConfig(_Frozen):
         return v
 
     @classmethod
-    def from_stored(cls, text: str) -> tuple[MemoryConfig, list[str]]:
+    def from_stored(cls, text: str, answer_time: Iterable[str] = ()) -> tuple[MemoryConfig, list[str]]:
         """Read the config a store saved, perhaps by a newer version of the library.
+
+        Args:
+            text: the stored config (JSON).
+            answer_time: dotted names of the settings the writing version read only when searching
+                and answering (`answer_time_settings`, kept beside the config); a name covers the
+                settings under it.
 
         Returns:
             The config and the dotted names of the settings left out: unknown ones under
-            `SEARCH_ONLY` sections, which change only how searches rank (this version ranks as it
-            knows how).
+            `SEARCH_ONLY` sections or named in `answer_time`, which change only how searches rank
+            and answers are made (this version does both as it knows how).
 
         Raises:
             ValueError: the text is not a config (bad JSON, values out of range).
@@ -266,7 +274,9 @@ class MemoryConfig(_Frozen):
         if not isinstance(data, dict):
             raise ValueError("a stored config is a JSON object")
         unknown = _unknown_settings(cls, data)
-        stored_only = [u for u in unknown if u.split(".")[0] not in SEARCH_ONLY]
+        safe = set(SEARCH_ONLY) | set(answer_time)
+        stored_only = [u for u in unknown if not any(".".join(u.split(".")[:i]) in safe
+                                                     for i in range(1, u.count(".") + 2))]
         if stored_only:
             raise NewerSettings(stored_only)
         for name in unknown:
@@ -277,9 +287,17 @@ class MemoryConfig(_Frozen):
             del node[key]
         return cls.model_validate(data), unknown
 
+    def answer_time_settings(self) -> list[str]:
+        """Dotted names of the settings that do not change what a store holds: read only when
+        searching and answering. Kept beside a new store's config, so that an older version, which
+        may not know some of them, can open the store without them (`from_stored`)."""
+        storage = self.storage_fields()
+        return sorted([name for name in type(self).model_fields if name not in storage]
+                      + [f"prefix.{name}" for name in ANSWER_TIME_PREFIX])
+
     def storage_fields(self) -> dict:
         """The parts of the config that decide what bytes a store holds."""
-        return {"embedder": self.embedder, "temporal": self.temporal.model_dump(),
+        return {"embedder": self.embedder, "context_turns": self.context_turns, "temporal": self.temporal.model_dump(),
                 "kakeya": self.kakeya.model_dump(),
                 "prefix": self.prefix.model_dump(exclude=ANSWER_TIME_PREFIX)}
 

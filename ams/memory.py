@@ -244,6 +244,7 @@ class Memory:
                     config = config or MemoryConfig()
                     for key, value in (("backbone_identity", bb.identity), ("backbone_name", bb.name),
                                        ("embedder", config.embedder), ("config", config.model_dump_json()),
+                                       ("answer_time_settings", json.dumps(config.answer_time_settings())),
                                        ("created_at", repr(time.time())), ("created_by", f"ams {__version__}")):
                         store.set_meta(key, value)
                     return config
@@ -254,20 +255,23 @@ class Memory:
             )
         writer = store.get_meta("created_by") or "another ams version"
         try:
-            saved, ignored = MemoryConfig.from_stored(stored_cfg)
+            answer_time = json.loads(store.get_meta("answer_time_settings") or "[]")  # none in stores from before
+            if not isinstance(answer_time, list) or not all(isinstance(n, str) for n in answer_time):
+                raise ValueError(f"answer_time_settings is not a list of names: {answer_time!r}")
+            saved, ignored = MemoryConfig.from_stored(stored_cfg, answer_time)
         except NewerSettings as e:
             raise SchemaTooNew(f"the store was created by {writer} with settings ams {__version__} does not know "
                                 f"({e}); upgrade ams to open it") from e
         except ValueError as e:
             raise StoreCorrupted(f"store config is unreadable: {e}") from e
         if ignored:
-            warnings.warn(f"the store was created by {writer}; ams {__version__} ranks searches without its "
+            warnings.warn(f"the store was created by {writer}; ams {__version__} searches and answers without its "
                           f"settings {', '.join(ignored)}", UserWarning, stacklevel=4)
         if config is None:
             return saved
         if config.storage_fields() != saved.storage_fields():
-            raise StoreMismatch("config changes how memories are encoded; open without config= "
-                                "or with the store's own encoder, temporal, kakeya and prefix settings")
+            raise StoreMismatch("config changes how memories are encoded; open without config= or with the "
+                                "store's own embedder, context_turns, temporal, kakeya and prefix settings")
         return config
 
     def _use_weights(self, weights: str | Path | None) -> None:

@@ -341,6 +341,8 @@ def test_answer_time_prefix_settings_can_change_on_reopen_and_bad_ones_are_refus
         assert mem.config.prefix.hybrid_text == "retrieved" and mem.config.prefix.choice_retrieval_weight == 0
     with pytest.raises(ams.StoreMismatch):  # the slots are part of what is stored: not an answer-time setting
         ams.Memory.open(path, backbone=tiny_backbone_dir, config=MemoryConfig(prefix=PrefixConfig(slots=2)))
+    with pytest.raises(ams.StoreMismatch, match="context_turns"):  # nor the turns a context point was read with
+        ams.Memory.open(path, backbone=tiny_backbone_dir, config=MemoryConfig(context_turns=5))
     for bad in ({"hybrid_text": "all"}, {"choice_retrieval_weight": -1.0}):
         with pytest.raises(ValueError):
             PrefixConfig(**bad)

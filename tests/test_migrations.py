@@ -12,6 +12,7 @@ import pytest
 
 import ams
 from ams import store as store_mod
+from ams.config import MemoryConfig
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_schema1.db"  # schema 001, tiny backbone, 2 users
 
@@ -97,6 +98,42 @@ def _stored_config(path, edit, *, base: str | None = None) -> str:
     con.commit()
     con.close()
     return text
+
+
+def _stored_answer_time(path, names) -> None:
+    con = sqlite3.connect(path)
+    con.execute("UPDATE meta SET value = ? WHERE key = 'answer_time_settings'", (json.dumps(names),))
+    con.commit()
+    con.close()
+
+
+def test_a_newer_librarys_answer_time_settings_are_left_out_where_it_recorded_them_so(tmp_path, tiny_backbone_dir):
+    """A store records which of its settings are read only when answering, so a version that lacks
+    a newer one still opens it; an unknown setting the writer did not list may change the stored
+    bytes, and is refused."""
+    path = tmp_path / "newer.db"
+    with ams.Memory.open(path, backbone=tiny_backbone_dir) as mem:
+        mid = mem.write("I adopted a beagle named Waffles.")
+        assert json.loads(mem.store.get_meta("answer_time_settings")) == mem.config.answer_time_settings()
+    listed = MemoryConfig().answer_time_settings()
+    assert "prefix.salient_order" in listed and "retrieval" in listed
+    assert not {"embedder", "context_turns", "prefix.slots", "kakeya", "temporal"} & set(listed)
+    _stored_config(path, lambda c: (c["prefix"].update(answer_style="brief"), c.update(reply_language="pt")))
+    before = path.read_bytes()
+    with pytest.raises(ams.SchemaTooNew, match="prefix.answer_style, reply_language"):  # not listed by the writer
+        ams.Memory.open(path, backbone=tiny_backbone_dir)
+    assert path.read_bytes() == before
+    _stored_answer_time(path, [*listed, "prefix.answer_style", "reply_language"])  # as the newer writer listed them
+    with pytest.warns(UserWarning, match="without its settings prefix.answer_style, reply_language"):
+        with ams.Memory.open(path, backbone=tiny_backbone_dir) as mem:
+            assert mem.search("beagle", k=1)[0].id == mid
+    for junk in ('{"prefix": 1}', "[1, 2]", "not json"):
+        con = sqlite3.connect(path)
+        con.execute("UPDATE meta SET value = ? WHERE key = 'answer_time_settings'", (junk,))
+        con.commit()
+        con.close()
+        with pytest.raises(ams.StoreCorrupted, match="config is unreadable"):
+            ams.Memory.open(path, backbone=tiny_backbone_dir)
 
 
 def test_a_newer_librarys_retrieval_settings_are_left_out_and_its_storage_settings_refused(

@@ -59,3 +59,24 @@ FACTS = [
     "I play the cello in a community orchestra on Thursdays.",
     "Octopuses have three hearts and blue blood.",
 ]
+
+
+@pytest.fixture
+def measured(request):
+    """Keep a count a test measured with its report: the run's summary lists them, pass or fail, so a
+    passing test still shows how far above its bound it stood."""
+
+    def record(what: str, value) -> None:
+        request.node.user_properties.append(("measured", f"{what}: {value}"))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    lines = [f"{r.nodeid.split('::')[-1]}: {value}"
+             for kind in ("passed", "failed") for r in terminalreporter.stats.get(kind, [])
+             if getattr(r, "when", "call") == "call" for key, value in getattr(r, "user_properties", ()) if key == "measured"]
+    if lines:
+        terminalreporter.section("measured")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -443,7 +443,7 @@ def validate(channel, bb, examples: list[Example], cfg: ChannelTrainConfig, *,
 
 
 @torch.no_grad()
-def store_validation(weights: str | Path, cfg: ChannelTrainConfig, *, progress: bool = True) -> dict[str, float]:
+def store_validation(weights: str | Path, cfg: ChannelTrainConfig, *, progress: bool = True) -> dict[str, Any]:
     """Hit-rates on the validation questions as a store gives them: what users get.
 
     `validate` reads its examples as training does: retrieved as the recipe's episodes were, the

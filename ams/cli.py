@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train the memory channel (prefix mode) on synthetic users")
     t.add_argument("--out", required=True, help="run directory: checkpoints, weights, curves (resumes if present)")
     t.add_argument("--backbone", default="smollm2-135m-instruct")
-    t.add_argument("--salient-tokens", type=int, default=8, help="salient-word tokens per memory in the prefix (0: off)")
+    t.add_argument("--salient-tokens", type=int, default=12, help="salient-word tokens per memory in the prefix (0: off)")
     t.add_argument("--salient-memories", type=int, default=0,
                    help="train with the salient words of only the n memories the channel attends to most "
                    "(default 0: of all; answering, the store's own setting decides)")

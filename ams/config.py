@@ -196,19 +196,20 @@ class PrefixConfig(_Frozen):
         "backbone's surprisal alone, as the shipped channel was trained; or every content word before any function "
         "word (\"I\", \"my\", \"is\"), each kind by surprisal, which keeps a long memory's predictable names "
         "(\"named Max\") that surprisal leaves out. Trained weights that record the order they were trained with use "
-        "it (the shipped ones do not). With the shipped channel content_first answered more of the "
-        "hand-written sessions' questions and fewer of the held-out synthetic users' in prefix mode (BENCHMARKS.md, "
-        "\"A long memory's salient words\").")
+        "it (the shipped ones do: surprisal). With the 8-token channel shipped before, content_first answered more "
+        "of the hand-written sessions' questions and fewer of the held-out synthetic users' in prefix mode, and a "
+        "channel trained with it answered fewer (BENCHMARKS.md, \"A long memory's salient words\").")
     salient_memories: int = Field(
         1, ge=0, le=64, description="Give the prefix the salient words of only the n retrieved memories the store "
         "chooses (see choice_retrieval_weight; 0: of every retrieved memory). Beside the right memory's words the "
-        "reader answers from the others' as readily; with the shipped channel, 1 answers more held-out questions in prefix and hybrid "
-        "modes than 0 (BENCHMARKS.md, \"Training the memory channel\").")
+        "reader answers from the others' as readily; with the 8-token channel shipped before, 1 answered more held-out "
+        "questions in prefix and hybrid modes than 0 (BENCHMARKS.md, \"Training the memory channel\").")
     hybrid_text: Literal["chosen", "retrieved", "chosen_first"] = Field(
         "chosen", description="What `hybrid`'s prompt shows of the retrieved memories: the one the store "
         "chooses (see choice_retrieval_weight) only, all of them in retrieval order, or all with the chosen one first. "
-        "Beside the right memory the reader answers from the others as readily; with the shipped channel, \"chosen\" "
-        "answers more held-out questions than the other two (BENCHMARKS.md, \"Training the memory channel\").")
+        "Beside the right memory the reader answers from the others as readily; with the 8-token channel shipped "
+        "before, \"chosen\" answered more held-out questions than the other two (BENCHMARKS.md, \"Training the "
+        "memory channel\").")
     choice_retrieval_weight: float = Field(
         14.0, ge=0, description="Where `prefix` and `hybrid` keep some retrieved memories (salient_memories, "
         "hybrid_text), they keep those of most log(channel relevance) + this weight x retrieval's fused score; 0: the "

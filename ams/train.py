@@ -94,7 +94,7 @@ class ChannelTrainConfig:
     """
 
     backbone: str = "smollm2-135m-instruct"
-    salient_tokens: int = 8
+    salient_tokens: int = 12
     salient_memories: int = 0
     holder_weight: float = 0.0
     salient_order: str = "surprisal"

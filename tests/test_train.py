@@ -415,7 +415,7 @@ def test_a_run_can_train_with_the_attended_memorys_words_only(tiny_backbone_dir,
                              max_new_tokens=2, warmup=1, prefix_target="entity")
     train_channel(cfg, out_dir=tmp_path / "run", progress=False)
     assert examples_settings(tmp_path / "run" / "examples-train.safetensors") == {
-        "salient_tokens": 8, "holder_weight": 0.0, "salient_order": "surprisal"}
+        "salient_tokens": 12, "holder_weight": 0.0, "salient_order": "surprisal"}  # the default recipe's
     weights = tmp_path / "run" / "channel.safetensors"
     with safe_open(str(weights), "pt") as f:
         assert json.loads(f.metadata()["recipe"])["salient_memories"] == 1
@@ -438,7 +438,7 @@ def test_a_run_can_train_with_the_attended_memorys_words_only(tiny_backbone_dir,
     # files from before a setting was kept were built with its first value: they fit that, not another
     for p in (tmp_path / "run").glob("examples-*.safetensors"):
         examples = load_examples(p)
-        save_examples(examples, p, {"salient_tokens": 8})
+        save_examples(examples, p, {"salient_tokens": cfg.salient_tokens})
     with pytest.raises(InvalidInput, match="was built with"):
         train_channel(dataclasses.replace(cfg, salient_order="content_first"), out_dir=tmp_path / "run", progress=False)
     train_channel(dataclasses.replace(cfg, steps=3, eval_every=3), out_dir=tmp_path / "run", progress=False)

@@ -71,7 +71,7 @@ class ChannelTrainConfig:
             with the holder channel on.
         salient_order: how each memory's salient words are ranked (`PrefixConfig.salient_order`):
             "surprisal", as the shipped channel was trained and stores read by default, or
-            "content_first" (untried in training).
+            "content_first" (trained once with 8 tokens: fewer `prefix` answers on validation users; BENCHMARKS.md).
         train_episodes: synthetic users (fresh stores) of the train split.
         val_episodes: synthetic users of the held-out split.
         facts: facts per episode, cycled over the episodes.
